@@ -1,0 +1,5 @@
+import sys
+
+from farslip.cli import main
+
+sys.exit(main())
