@@ -1,0 +1,108 @@
+"""Checkpoint files from the Hugging Face hub, through ``huggingface_hub`` and its cache.
+
+``hf_hub_download`` honours HF_HOME / HF_HUB_CACHE / HF_HUB_OFFLINE / HF_ENDPOINT itself; this
+module adds the registry names, a copy into a folder of the user's choosing, and an error that
+says what is missing and how to get it when the hub cannot be reached.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+from .registry import get_spec, list_names
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointNotAvailable(RuntimeError):
+    """A checkpoint is neither cached nor downloadable right now."""
+
+
+def parse_hf_hub(spec: str) -> tuple[str, str]:
+    """``hf-hub:owner/repo/path/in/repo.pt`` -> (``owner/repo``, ``path/in/repo.pt``)."""
+    body = spec[len("hf-hub:"):] if spec.startswith("hf-hub:") else spec
+    parts = body.strip("/").split("/")
+    if len(parts) < 3:
+        raise ValueError(f"expected hf-hub:OWNER/REPO/FILE, got {spec!r}")
+    return "/".join(parts[:2]), "/".join(parts[2:])
+
+
+def hub_file(repo_id: str, filename: str, *, cache_dir: Optional[str] = None, revision: Optional[str] = None) -> str:
+    """Local path of ``repo_id/filename``: from the hub cache, downloading it when allowed."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    try:
+        return hf_hub_download(repo_id, filename, cache_dir=cache_dir, revision=revision)
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled, OSError) as err:
+        from huggingface_hub import constants
+
+        where = cache_dir or constants.HF_HUB_CACHE
+        offline = " (HF_HUB_OFFLINE is set)" if constants.HF_HUB_OFFLINE else ""
+        raise CheckpointNotAvailable(
+            f"{repo_id}/{filename} is not in the Hugging Face cache at {where} and could not be "
+            f"downloaded{offline}: {type(err).__name__}: {err}\n"
+            f"Get it on a machine with internet access with `farslip download {repo_id}/{filename}` "
+            f"(or `hf download {repo_id} {filename}`) and copy the cache folder here (set HF_HUB_CACHE), "
+            f"or pass the file itself with --pretrained /path/to/{Path(filename).name}."
+        ) from err
+
+
+def download(name: str, to: Optional[str] = None, *, cache_dir: Optional[str] = None) -> str:
+    """Fetch a registry name (``FarSLIP2-ViT-B-16``) or ``owner/repo/file``; optionally copy into ``to``.
+
+    Returns the path of the file (the copy when ``to`` is given). The copy is atomic.
+    """
+    spec = get_spec(name)
+    if spec is not None:
+        if spec.repo is None:
+            raise ValueError(f"{name} comes from open_clip ({spec.source}); open_clip downloads it itself")
+        repo_id, filename = spec.repo, spec.filename
+    else:
+        try:
+            repo_id, filename = parse_hf_hub(name)
+        except ValueError:
+            raise ValueError(f"unknown checkpoint {name!r}; known names: {', '.join(list_names())}, "
+                             f"or OWNER/REPO/FILE") from None
+    path = hub_file(repo_id, filename, cache_dir=cache_dir)
+    if to is None:
+        return path
+    dest_dir = Path(to)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    dest = dest_dir / Path(filename).name
+    fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=f".{dest.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return str(dest)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`farslip download NAME [--to DIR]`: put a released checkpoint in the hub cache (and a folder)."""
+    parser = argparse.ArgumentParser(
+        prog="farslip download",
+        description="Download a named checkpoint through the Hugging Face hub cache "
+        "(HF_HOME / HF_HUB_CACHE / HF_HUB_OFFLINE / HF_ENDPOINT are honoured).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("names", nargs="+", help=f"registry names ({', '.join(list_names())}) or OWNER/REPO/FILE")
+    parser.add_argument("--to", default=None, help="also copy the file into this folder (e.g. checkpoints/)")
+    parser.add_argument("--cache-dir", default=None, help="hub cache folder (default: the huggingface_hub default)")
+    args = parser.parse_args(argv)
+    status = 0
+    for name in args.names:
+        try:
+            print(download(name, args.to, cache_dir=args.cache_dir))
+        except (CheckpointNotAvailable, ValueError) as err:
+            print(f"farslip download: {name}: {err}", flush=True)
+            status = 1
+    return status
