@@ -1,0 +1,49 @@
+"""Image-text CSV files (``filepath,title``): SkyScript-style validation sets and ``--train-dataset-type csv``.
+
+The separator is a comma unless the header line holds a tab (open_clip's CSV default). Image
+paths are relative to an image root (``--root-val-img-dir`` / ``--root-train-img-dir``), or to
+the CSV's own folder when no root is given.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import pandas as pd
+
+from .image_files import FileItem
+
+IMAGE_COLUMN = "filepath"
+CAPTION_COLUMN = "title"
+
+
+def read_pairs(
+    csv_path: str, image_column: str = IMAGE_COLUMN, caption_column: str = CAPTION_COLUMN
+) -> list[FileItem]:
+    """The (image path, caption) rows of ``csv_path``; rows with an empty path or caption are dropped."""
+    try:
+        with open(csv_path, encoding="utf-8") as f:
+            header = f.readline()
+        table = pd.read_csv(csv_path, sep="\t" if "\t" in header else ",", dtype=str, keep_default_na=False)
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read CSV {csv_path}: {exc}") from exc
+    missing = [c for c in (image_column, caption_column) if c not in table.columns]
+    if missing:
+        raise ValueError(f"{csv_path}: missing column(s) {missing}; found {list(table.columns)}")
+    rows = table[(table[image_column].str.strip() != "") & (table[caption_column].str.strip() != "")]
+    if rows.empty:
+        raise ValueError(f"{csv_path}: no rows with both {image_column!r} and {caption_column!r}")
+    return [FileItem(path, caption) for path, caption in zip(rows[image_column], rows[caption_column])]
+
+
+def image_root(csv_path: str, root: Optional[str]) -> str:
+    """The folder the CSV's image paths are relative to: ``root``, else the CSV's folder."""
+    return root if root else os.path.dirname(os.path.abspath(csv_path))
+
+
+def check_files(items: list[FileItem], root: str, csv_path: str) -> None:
+    """Raise FileNotFoundError naming the missing images of ``csv_path`` (validation must be complete)."""
+    missing = [it.path for it in items if not os.path.isfile(os.path.join(root, it.path))]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise FileNotFoundError(f"{csv_path}: {len(missing)} image(s) not found under {root}: {shown}")

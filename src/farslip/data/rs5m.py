@@ -1,0 +1,173 @@
+"""RS5M-style webdataset shards -> batches of global views, captions and local crops (SPEC section 3).
+
+A sample is ``<key>.img_content`` (encoded image), ``<key>.caption`` (utf-8) and
+``<key>.img_name``; the common ``jpg``/``png``/``webp`` and ``txt`` member names are accepted
+too. ``--train-data`` is anything webdataset expands: brace patterns, ``::``-separated lists,
+URLs and ``pipe:`` commands.
+
+Order and splitting: in each pass over the data the shard list is shuffled with a seed of
+(seed, epoch, pass), identical on every rank; rank r takes every ``world_size``-th shard
+starting at r and its worker w every ``num_workers``-th of those, so all (rank, worker) pairs
+read disjoint shards. With ``--dataset-resampled`` each (rank, worker) instead draws shards with
+replacement from its own seed. Within a pass, samples go through a shuffle buffer seeded by
+(seed, epoch, rank, worker); the buffer drains at the end of the pass, so when
+``--train-num-samples`` equals the data size and the shards split evenly, an epoch sees every
+sample exactly once. Every rank yields exactly ``num_batches`` batches per epoch
+(``with_epoch`` semantics: passes repeat as needed), split as evenly as possible over the
+workers, so ranks stay in lock-step.
+
+Reproducibility: for a fixed (seed, epoch, world size, worker count) the batches are identical
+run to run, so an epoch-boundary resume sees the same data. A sample's crops depend only on
+(seed, epoch, shard name, key); which samples meet in a batch depends on world size and worker
+count, as in any sharded stream.
+
+A sample that lacks a member or whose image does not decode is logged, skipped and counted
+(the next good sample carries the count to the batch's ``skipped``); an unreadable shard is
+logged and passed over; a pass that yields no sample at all is an error.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import multiprocessing as mp
+import os
+import random
+from typing import Callable, Iterator
+
+import webdataset as wds
+from torch.utils.data import IterableDataset, get_worker_info
+
+from .image_files import BadSample, open_image
+from .views import ViewMaker, sample_seed
+
+logger = logging.getLogger(__name__)
+
+IMAGE_MEMBERS = ("img_content", "jpg", "jpeg", "png", "webp")
+CAPTION_MEMBERS = ("caption", "txt")
+SHUFFLE_BUFFER = 2000
+SHUFFLE_INITIAL = 500
+
+
+def expand_shards(spec: str) -> list[str]:
+    """All shard URLs of a ``--train-data`` spec (``::`` lists, brace patterns, ``${WDS_*}`` variables)."""
+    urls = wds.shardlists.expand_urls(spec)
+    if not urls:
+        raise ValueError(f"--train-data {spec!r} names no shards")
+    return urls
+
+
+class SharedEpoch:
+    """The current epoch in shared memory, so persistent dataloader workers see ``set_epoch``."""
+
+    def __init__(self, epoch: int = 0) -> None:
+        self.value = mp.Value("i", epoch)
+
+    def set(self, epoch: int) -> None:
+        self.value.value = epoch
+
+    def get(self) -> int:
+        return self.value.value
+
+
+def _first_member(sample: dict, names: tuple[str, ...]) -> bytes:
+    for name in names:
+        if name in sample:
+            return sample[name]
+    raise BadSample(f"missing member (.{' / .'.join(names)})")
+
+
+def decode_sample(sample: dict) -> tuple:
+    """(RGB image, caption) of one raw webdataset sample; :class:`BadSample` when unusable."""
+    name = f"sample {sample.get('__key__')!r} of {sample.get('__url__')}"
+    try:
+        caption = _first_member(sample, CAPTION_MEMBERS).decode("utf-8").strip()
+        data = _first_member(sample, IMAGE_MEMBERS)
+    except (BadSample, UnicodeDecodeError) as exc:
+        raise BadSample(f"{name}: {exc}") from None
+    if not caption:
+        raise BadSample(f"{name}: empty caption")
+    return open_image(data, name), caption
+
+
+def _log_shard_error(exc: Exception) -> bool:
+    """webdataset handler: log an unreadable shard / tar member and carry on."""
+    logger.warning("webdataset read error (continuing): %s", exc)
+    return True
+
+
+class RS5MStream(IterableDataset):
+    """Iterable of collated batches from webdataset shards (see the module docstring)."""
+
+    def __init__(
+        self,
+        urls: list[str],
+        views: ViewMaker,
+        collate: Callable[[list[dict]], dict],
+        batch_size: int,
+        num_batches: int,
+        epoch: SharedEpoch,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        resampled: bool = False,
+        shuffle_buffer: int = SHUFFLE_BUFFER,
+    ) -> None:
+        self.urls = urls
+        self.views, self.collate = views, collate
+        self.batch_size, self.num_batches = batch_size, num_batches
+        self.epoch, self.seed = epoch, seed
+        self.rank, self.world_size = rank, world_size
+        self.resampled = resampled
+        self.shuffle_buffer = shuffle_buffer
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def pass_urls(self, epoch: int, pass_index: int, worker: int, num_workers: int) -> list[str]:
+        """The shards (rank, worker) reads in pass ``pass_index`` of ``epoch``."""
+        if self.resampled:
+            rng = random.Random(sample_seed(self.seed, epoch, pass_index, self.rank, worker))
+            count = -(-len(self.urls) // (self.world_size * num_workers))
+            return [rng.choice(self.urls) for _ in range(count)]
+        urls = list(self.urls)
+        random.Random(sample_seed(self.seed, epoch, pass_index)).shuffle(urls)
+        return urls[self.rank :: self.world_size][worker::num_workers]
+
+    def raw_samples(self, epoch: int, worker: int, num_workers: int) -> Iterator[dict]:
+        """Undecoded samples of this (rank, worker), shuffled within each pass, pass after pass, forever."""
+        rng = random.Random(sample_seed(self.seed, epoch, self.rank, worker, "shuffle"))
+        for pass_index in itertools.count():
+            urls = self.pass_urls(epoch, pass_index, worker, num_workers)
+            samples = wds.tarfile_samples(({"url": u} for u in urls), handler=_log_shard_error)
+            count = 0
+            for sample in wds.shuffle(self.shuffle_buffer, min(SHUFFLE_INITIAL, self.shuffle_buffer), rng=rng)(samples):
+                count += 1
+                yield sample
+            if count == 0:
+                raise RuntimeError(f"rank {self.rank} worker {worker}: no sample could be read from {urls}")
+
+    def __iter__(self) -> Iterator[dict]:
+        info = get_worker_info()
+        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        epoch = self.epoch.get()
+        my_batches = self.num_batches // num_workers + (worker < self.num_batches % num_workers)
+        stream = self.raw_samples(epoch, worker, num_workers)
+        batch: list[dict] = []
+        skipped = made = 0
+        try:
+            while made < my_batches:
+                raw = next(stream)
+                try:
+                    image, caption = decode_sample(raw)
+                except BadSample as exc:
+                    logger.warning("skipping %s", exc)
+                    skipped += 1
+                    continue
+                seed = sample_seed(self.seed, epoch, os.path.basename(raw["__url__"]), raw["__key__"])
+                batch.append({**self.views(image, caption, seed), "skipped": skipped})
+                skipped = 0
+                if len(batch) == self.batch_size:
+                    yield self.collate(batch)
+                    batch, made = [], made + 1
+        finally:
+            stream.close()  # closes the open shard now, not at garbage collection

@@ -1,0 +1,198 @@
+"""The trainer's data entry points: :func:`get_train_data`, :func:`get_val_data` and the batch collate.
+
+A batch is a dict of CPU tensors (B images, N = ``--max-boxes``, S = image size, L = text length):
+
+- ``image`` [B, 3, S, S], ``text`` [B, L];
+- with crops: ``crop`` [Mc, 3, S, S] (valid crops only, image-major), ``crop_box`` [B, N, 4]
+  (normalised xyxy of the original image, zero padded), ``crop_valid`` [B, N] bool;
+- with objects: ``obj`` [Mo, 3, S, S], ``obj_box`` [B, N, 4], ``obj_valid`` [B, N],
+  ``obj_text`` [Mo, L], ``obj_label`` [Mo] long (-1: free text, no category);
+- ``skipped``: long scalar, bad samples this worker skipped since its previous batch.
+
+Padding exists only in the masks and boxes: no image tensor is built for a padding slot.
+Training batches always hold ``batch_size`` images (bad samples are skipped and replaced, see
+:mod:`farslip.data.rs5m` and :mod:`farslip.data.image_files`), so ranks can gather features.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional, Union
+
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from .csv_data import check_files, image_root, read_pairs
+from .image_files import EpochTagged, ImageFileDataset
+from .mgrs import MgrsItems
+from .rs5m import RS5MStream, SharedEpoch, expand_shards
+from .transforms import eval_transform, squash_transform
+from .views import CROP_METHODS, ViewMaker
+
+logger = logging.getLogger(__name__)
+
+DATASET_TYPES = ("webdataset", "json", "csv")
+Tokenizer = Callable[[list[str]], torch.Tensor]
+
+
+class Collate:
+    """Stacks per-sample dicts (from :class:`~farslip.data.views.ViewMaker`) into a batch dict."""
+
+    def __init__(self, tokenizer: Tokenizer, max_boxes: int) -> None:
+        self.tokenizer = tokenizer
+        self.max_boxes = max_boxes
+
+    def _views(self, samples: list[dict], kind: str, image: torch.Tensor, batch: dict) -> None:
+        """Adds ``kind`` [M,3,S,S], ``kind_box`` [B,N,4], ``kind_valid`` [B,N] for ``kind`` in crop/obj."""
+        valid = torch.zeros(len(samples), self.max_boxes, dtype=torch.bool)
+        boxes = torch.zeros(len(samples), self.max_boxes, 4)
+        views: list[torch.Tensor] = []
+        for b, sample in enumerate(samples):
+            count = len(sample[kind])
+            if count > self.max_boxes:
+                raise ValueError(f"sample {b} has {count} {kind} views, more than max_boxes={self.max_boxes}")
+            valid[b, :count] = True
+            boxes[b, :count] = sample[f"{kind}_box"]
+            views.extend(sample[kind])
+        batch[kind] = torch.stack(views) if views else image.new_zeros((0, *image.shape[1:]))
+        batch[f"{kind}_box"], batch[f"{kind}_valid"] = boxes, valid
+
+    def __call__(self, samples: list[dict]) -> dict:
+        image = torch.stack([s["image"] for s in samples])
+        text = self.tokenizer([s["caption"] for s in samples])
+        batch = {"image": image, "text": text}
+        if "crop" in samples[0]:
+            self._views(samples, "crop", image, batch)
+        if "obj" in samples[0]:
+            self._views(samples, "obj", image, batch)
+            texts = [t for s in samples for t in s["obj_text"]]
+            batch["obj_text"] = self.tokenizer(texts) if texts else text.new_zeros((0, text.shape[1]))
+            batch["obj_label"] = torch.tensor([y for s in samples for y in s["obj_label"]], dtype=torch.long)
+        batch["skipped"] = torch.tensor(sum(s["skipped"] for s in samples), dtype=torch.long)
+        return batch
+
+
+@dataclass
+class DataInfo:
+    """A loader with its epoch length; ``set_epoch`` reshuffles (DistributedSampler / shared epoch)."""
+
+    dataloader: DataLoader
+    num_samples: int
+    num_batches: int
+    sampler: Optional[EpochTagged] = None
+    shared_epoch: Optional[SharedEpoch] = None
+
+    def set_epoch(self, epoch: int) -> None:
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
+        if self.shared_epoch is not None:
+            self.shared_epoch.set(epoch)
+
+
+def _loader_kwargs(workers: int) -> dict:
+    return dict(
+        num_workers=workers, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available()
+    )
+
+
+def _crop_method(args: argparse.Namespace, crops: bool) -> Optional[str]:
+    if not crops:
+        return None
+    if args.local_method not in CROP_METHODS:
+        raise ValueError(f"crop views need --local-method in {CROP_METHODS}, got {args.local_method!r}")
+    return args.local_method
+
+
+def _webdataset(args: argparse.Namespace, views: ViewMaker, collate: Collate, epoch: int) -> DataInfo:
+    if not args.train_num_samples:
+        raise ValueError("--train-num-samples is required for --train-dataset-type webdataset (no size file)")
+    urls = expand_shards(args.train_data)
+    workers = max(args.workers, 1)
+    if not args.dataset_resampled and len(urls) < args.world_size * workers:
+        raise ValueError(
+            f"{len(urls)} shard(s) cannot be split over {args.world_size} rank(s) x {workers} worker(s): "
+            "use fewer --workers, more shards, or --dataset-resampled"
+        )
+    num_batches = math.ceil(args.train_num_samples / (args.batch_size * args.world_size))
+    shared_epoch = SharedEpoch(epoch)
+    dataset = RS5MStream(
+        urls, views, collate, args.batch_size, num_batches, shared_epoch,
+        seed=args.seed, rank=args.rank, world_size=args.world_size, resampled=args.dataset_resampled,
+    )
+    loader = DataLoader(dataset, batch_size=None, **_loader_kwargs(args.workers))
+    logger.info("train data: %d shard(s), %d batch(es) of %d per rank per epoch", len(urls), num_batches, args.batch_size)
+    return DataInfo(loader, num_batches * args.batch_size * args.world_size, num_batches, shared_epoch=shared_epoch)
+
+
+def _file_dataset(args: argparse.Namespace, views: ViewMaker, collate: Collate, objects: bool, epoch: int) -> DataInfo:
+    if args.train_dataset_type == "json":
+        items = MgrsItems(args.train_data, args.max_boxes, args.min_size, args.max_size, objects=objects)
+    else:
+        items = read_pairs(args.train_data)
+    if args.train_num_samples:
+        logger.info("--train-num-samples is ignored for %s data: an epoch is one pass", args.train_dataset_type)
+    dataset = ImageFileDataset(items, image_root(args.train_data, args.root_train_img_dir), views, seed=args.seed)
+    sampler = EpochTagged(
+        DistributedSampler(
+            dataset, num_replicas=args.world_size, rank=args.rank, shuffle=True, seed=args.seed, drop_last=True
+        )
+    )
+    sampler.set_epoch(epoch)
+    num_batches = len(sampler) // args.batch_size
+    if num_batches == 0:
+        raise ValueError(
+            f"{args.train_data}: {len(dataset)} item(s) give no full batch of {args.batch_size} "
+            f"on {args.world_size} rank(s)"
+        )
+    loader = DataLoader(
+        dataset, batch_size=args.batch_size, sampler=sampler, drop_last=True, collate_fn=collate,
+        **_loader_kwargs(args.workers),
+    )
+    logger.info("train data: %d item(s), %d batch(es) of %d per rank per epoch", len(dataset), num_batches, args.batch_size)
+    return DataInfo(loader, num_batches * args.batch_size * args.world_size, num_batches, sampler=sampler)
+
+
+def get_train_data(
+    args: argparse.Namespace, tokenizer: Tokenizer, image_size: int, *, crops: bool, objects: bool, epoch: int = 0
+) -> DataInfo:
+    """The training loader for ``args.train_dataset_type`` with crop and/or object views as asked."""
+    if args.train_dataset_type not in DATASET_TYPES:
+        raise ValueError(f"--train-dataset-type must be one of {DATASET_TYPES}, got {args.train_dataset_type!r}")
+    if objects and args.train_dataset_type != "json":
+        raise ValueError(f"object views need MGRS json data (--train-dataset-type json), not {args.train_dataset_type}")
+    views = ViewMaker(
+        squash_transform(image_size, jitter=args.train_dataset_type == "json"),
+        crop_method=_crop_method(args, crops),
+        max_boxes=args.max_boxes,
+    )
+    collate = Collate(tokenizer, args.max_boxes)
+    if args.train_dataset_type == "webdataset":
+        return _webdataset(args, views, collate, epoch)
+    return _file_dataset(args, views, collate, objects, epoch)
+
+
+def get_val_data(
+    args: argparse.Namespace, image_size_or_preprocess: Union[int, Callable], tokenizer: Tokenizer
+) -> Optional[DataInfo]:
+    """The validation loader over ``args.val_data`` (a ``filepath,title`` CSV), or None without one.
+
+    Every image must exist (checked up front, naming the missing files); batches are
+    ``{"image", "text", "skipped"}`` in CSV order with the evaluation transform.
+    """
+    if not args.val_data:
+        return None
+    if isinstance(image_size_or_preprocess, int):
+        preprocess = eval_transform(image_size_or_preprocess)
+    else:
+        preprocess = image_size_or_preprocess
+    items = read_pairs(args.val_data)
+    root = image_root(args.val_data, args.root_val_img_dir)
+    check_files(items, root, args.val_data)
+    dataset = ImageFileDataset(items, root, ViewMaker(preprocess), replace_bad=False)
+    loader = DataLoader(
+        dataset, batch_size=args.batch_size, shuffle=False, collate_fn=Collate(tokenizer, args.max_boxes),
+        num_workers=args.workers, pin_memory=torch.cuda.is_available(),
+    )
+    return DataInfo(loader, len(dataset), len(loader))
