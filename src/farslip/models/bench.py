@@ -1,0 +1,88 @@
+"""`python scripts/bench.py model`: the dense path's cost against the obvious alternatives.
+
+Measured in one run, reported as ratios: the fused segearth attention (one SDPA call over the
+stacked q/k/v terms) against three separate SDPA calls and against explicit softmax attention,
+and asking for one branch of the last block against asking for both.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+import torch.nn.functional as F
+
+from .dense import _split_heads, encode_dense
+from .factory import create_model
+
+
+def _timeit(fn, repeat: int) -> float:
+    fn()  # warm-up
+    start = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    return (time.perf_counter() - start) / repeat
+
+
+def _segearth_unfused(block, x):
+    attn = block.attn
+    q, k, v = (_split_heads(t, attn.num_heads)
+               for t in F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias).chunk(3, -1))
+    out = sum(F.scaled_dot_product_attention(t, t, v) for t in (q, k, v))
+    return attn.out_proj(out.transpose(1, 2).flatten(2))
+
+
+def _segearth_explicit(block, x):
+    attn = block.attn
+    q, k, v = (_split_heads(t, attn.num_heads)
+               for t in F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias).chunk(3, -1))
+    scale = q.shape[-1] ** -0.5
+    weights = sum(torch.softmax(t @ t.transpose(-1, -2) * scale, dim=-1) for t in (q, k, v))
+    return attn.out_proj((weights @ v).transpose(1, 2).flatten(2))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench.py model", description=__doc__,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--models", default="ViT-Small-8,ViT-B-32,ViT-B-16")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--json", default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+    rows = []
+    for name in args.models.split(","):
+        torch.manual_seed(0)
+        model = create_model(name).eval()
+        size = model.visual.image_size
+        size = size if isinstance(size, int) else size[0]
+        images = torch.randn(args.batch_size, 3, size, size)
+        with torch.inference_mode():
+            x = model.visual._embeds(images)
+            for block in list(model.visual.transformer.resblocks)[:-1]:
+                x = block(x)
+            last = model.visual.transformer.resblocks[-1]
+            from .dense import dense_block
+
+            t_fused = _timeit(lambda: dense_block(last, x, "segearth"), args.repeat)
+            t_unfused = _timeit(lambda: _segearth_unfused(last, x), args.repeat)
+            t_explicit = _timeit(lambda: _segearth_explicit(last, x), args.repeat)
+            t_both = _timeit(lambda: encode_dense(model, images, need=("cls", "tokens")), args.repeat)
+            t_tokens = _timeit(lambda: encode_dense(model, images, need=("tokens",)), args.repeat)
+            t_cls = _timeit(lambda: model.encode_image(images), args.repeat)
+        rows.append(dict(model=name, batch=args.batch_size, segearth_fused_ms=1e3 * t_fused,
+                         unfused_over_fused=t_unfused / t_fused, explicit_over_fused=t_explicit / t_fused,
+                         encode_both_ms=1e3 * t_both, tokens_only_over_both=t_tokens / t_both,
+                         encode_image_over_both=t_cls / t_both,
+                         images_per_s_both=args.batch_size / t_both))
+    print("| model | batch | segearth last block (ms) | 3 SDPA calls / fused | explicit softmax / fused "
+          "| cls+tokens (ms) | tokens only / both | encode_image / both | img/s (both) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['model']} | {r['batch']} | {r['segearth_fused_ms']:.1f} | {r['unfused_over_fused']:.2f} | "
+              f"{r['explicit_over_fused']:.2f} | {r['encode_both_ms']:.1f} | {r['tokens_only_over_both']:.2f} | "
+              f"{r['encode_image_over_both']:.2f} | {r['images_per_s_both']:.1f} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+    return 0
