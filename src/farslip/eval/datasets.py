@@ -1,0 +1,123 @@
+"""Reading the benchmark files: CSVs, class lists, image folders and label maps.
+
+Every reader checks its input up front and names the file (and row) that is wrong, so that a run
+on a badly prepared benchmark fails in its first second rather than after an hour of encoding.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from PIL import Image
+from torch.utils.data import Dataset
+
+from farslip.data.csv_data import check_files
+from farslip.data.image_files import FileItem, open_image
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+IGNORE_INDEX = 255
+
+
+def require_dir(path: Path, what: str) -> Path:
+    """``path`` if it is a directory, else a FileNotFoundError naming it and what it should hold."""
+    if not path.is_dir():
+        raise FileNotFoundError(f"{what}: directory {path} does not exist")
+    return path
+
+
+def require_file(path: Path, what: str) -> Path:
+    if not path.is_file():
+        raise FileNotFoundError(f"{what}: file {path} does not exist")
+    return path
+
+
+def read_classnames(path: Path) -> list[str]:
+    """One class name per non-empty line (``classnames.txt``)."""
+    names = [line.strip() for line in require_file(path, "class names").read_text(encoding="utf-8").splitlines()]
+    names = [n for n in names if n]
+    if not names:
+        raise ValueError(f"{path}: no class names")
+    return names
+
+
+def read_class_synonyms(path: Path) -> list[list[str]]:
+    """One class per non-empty line, comma-separated synonyms (the OVSS class files)."""
+    classes = [[s.strip() for s in line.split(",") if s.strip()] for line in read_classnames(path)]
+    bad = [i for i, c in enumerate(classes) if not c]
+    if bad:
+        raise ValueError(f"{path}: class line(s) {bad} hold no name")
+    return classes
+
+
+def checked_paths(paths: Sequence[str], image_root: Path, csv: Path) -> list[Path]:
+    """A CSV's image paths resolved under ``image_root``; FileNotFoundError naming the missing ones."""
+    check_files([FileItem(path, "") for path in paths], str(image_root), str(csv))
+    return [image_root / path for path in paths]
+
+
+def label_indices(labels: Sequence[str], classnames: Sequence[str], csv: Path) -> list[int]:
+    """Labels -> class indices: names matched exactly against the class list, else integer indices.
+
+    The choice is per file (a file whose every label is a class name uses names), so a class
+    called "3" cannot be confused with index 3 within one file.
+    """
+    lookup = {name: i for i, name in enumerate(classnames)}
+    if all(label in lookup for label in labels):
+        return [lookup[label] for label in labels]
+    indices = []
+    for row, label in enumerate(labels):
+        try:
+            value = float(label)
+        except ValueError:
+            value = float("nan")  # not a number: fails the range check below
+        if not (value.is_integer() and 0 <= value < len(classnames)):
+            raise ValueError(f"{csv}: label {label!r} (data row {row + 1}) is neither a class name of the "
+                             f"class list nor an index in [0, {len(classnames)})")
+        indices.append(int(value))
+    return indices
+
+
+class ImageFiles(Dataset):
+    """Images from a list of paths through ``transform``; ``(tensor, index)`` per item."""
+
+    def __init__(self, paths: Sequence[Path], transform: Callable):
+        self.paths = list(paths)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        return self.transform(open_image(str(self.paths[index]), str(self.paths[index]))), index
+
+
+def segmentation_pairs(img_dir: Path, ann_dir: Path, ann_suffix: str) -> list[tuple[Path, Path]]:
+    """(image, label map) pairs: every image in ``img_dir`` with ``ann_dir/<stem><ann_suffix>``."""
+    images = sorted(p for p in img_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not images:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {img_dir}")
+    pairs = [(image, ann_dir / f"{image.stem}{ann_suffix}") for image in images]
+    missing = [ann for _, ann in pairs if not ann.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} label map(s) missing in {ann_dir}, e.g. {missing[0]}")
+    return pairs
+
+
+def load_label_map(path: Path, reduce_zero_label: bool) -> np.ndarray:
+    """A single-channel label map as uint8 [H, W]; with ``reduce_zero_label`` 0 -> 255, k -> k-1."""
+    with Image.open(path) as image:
+        if image.mode not in ("L", "P", "I", "I;16"):
+            raise ValueError(f"{path}: label map must be single-channel (mode L or P), got mode {image.mode}")
+        labels = np.asarray(image).astype(np.int64)
+    if reduce_zero_label:
+        labels = np.where(labels == 0, IGNORE_INDEX, labels - 1)
+        labels[labels == IGNORE_INDEX - 1] = IGNORE_INDEX
+    if labels.min() < 0 or labels.max() > IGNORE_INDEX:
+        raise ValueError(f"{path}: labels outside 0..255")
+    return labels.astype(np.uint8)
+
+
+def first(batch: list):
+    """Collate for batch size 1 that returns the item itself."""
+    return batch[0]

@@ -1,0 +1,76 @@
+"""Batched, precision-aware encoding of image files and texts, shared by the three evaluations."""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, ContextManager, Sequence
+
+import torch
+import torch.nn.functional as F
+from open_clip.zero_shot_classifier import build_zero_shot_classifier
+from open_clip_train.precision import get_autocast
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from .datasets import ImageFiles
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How to run the model: batch size (images or windows per forward), loader workers, device
+    and precision (``fp32``/``fp16``/``bf16`` cast the model at creation; ``amp``/``amp_bf16``
+    autocast here)."""
+
+    batch_size: int = 64
+    workers: int = 4
+    device: str = "cpu"
+    precision: str = "fp32"
+
+    def autocast(self) -> ContextManager:
+        device_type = torch.device(self.device).type
+        return get_autocast(self.precision, device_type=device_type)() if self.precision.startswith("amp") \
+            else contextlib.nullcontext()
+
+    def input_dtype(self, model: torch.nn.Module) -> torch.dtype:
+        """The dtype images must have: the model's own for pure fp16/bf16, else float32."""
+        return next(model.parameters()).dtype if self.precision in ("fp16", "bf16", "pure_fp16", "pure_bf16") \
+            else torch.float32
+
+
+@torch.no_grad()
+def encode_image_files(model, paths: Sequence[Path], transform: Callable, run: Runtime, desc: str) -> torch.Tensor:
+    """L2-normalised ``model.encode_image`` of every file, in order, as float32 [N, D] on the CPU."""
+    loader = DataLoader(ImageFiles(paths, transform), batch_size=run.batch_size, shuffle=False,
+                        num_workers=run.workers, pin_memory=torch.device(run.device).type == "cuda")
+    out = []
+    dtype = run.input_dtype(model)
+    for images, _ in tqdm(loader, desc=desc, unit="batch", leave=False):
+        with run.autocast():
+            features = model.encode_image(images.to(run.device, dtype=dtype, non_blocking=True))
+        out.append(F.normalize(features.float(), dim=-1).cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def encode_texts(model, tokenizer, texts: Sequence[str], run: Runtime, desc: str) -> torch.Tensor:
+    """L2-normalised ``model.encode_text`` of every text, in order, as float32 [N, D] on the CPU."""
+    out = []
+    for start in tqdm(range(0, len(texts), run.batch_size), desc=desc, unit="batch", leave=False):
+        tokens = tokenizer(list(texts[start:start + run.batch_size])).to(run.device)
+        with run.autocast():
+            features = model.encode_text(tokens)
+        out.append(F.normalize(features.float(), dim=-1).cpu())
+    return torch.cat(out)
+
+
+def text_classifier(model, tokenizer, names: Sequence[str], templates: Sequence, run: Runtime) -> torch.Tensor:
+    """Zero-shot weights [D, len(names)]: per name, normalised prompt embeddings averaged, renormalised.
+
+    Uses open_clip's ``build_zero_shot_classifier`` (the CLIP recipe) under this run's precision.
+    """
+    with run.autocast():
+        weights = build_zero_shot_classifier(model, tokenizer, list(names), list(templates),
+                                             num_classes_per_batch=max(1, run.batch_size // len(templates)),
+                                             device=run.device)
+    return F.normalize(weights.float(), dim=0)
