@@ -1,52 +1,17 @@
 """Each loss term of farslip.losses against a slow reference written with explicit loops."""
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 from farslip import losses
 
+from ._train_utils import _dot, ref_clip, ref_mpcl
+
 
 def _unit(n: int, d: int = 8) -> torch.Tensor:
     return F.normalize(torch.randn(n, d, dtype=torch.float64), dim=-1)
-
-
-def _log_softmax_row(row: list[float]) -> list[float]:
-    top = max(row)
-    lse = top + math.log(sum(math.exp(x - top) for x in row))
-    return [x - lse for x in row]
-
-
-def _dot(a: torch.Tensor, b: torch.Tensor) -> float:
-    return sum(float(x) * float(y) for x, y in zip(a, b))
-
-
-def ref_clip(img: torch.Tensor, txt: torch.Tensor, s: float) -> float:
-    n = img.shape[0]
-    total = 0.0
-    for i in range(n):
-        row_i = _log_softmax_row([s * _dot(img[i], txt[j]) for j in range(n)])
-        row_t = _log_softmax_row([s * _dot(txt[i], img[j]) for j in range(n)])
-        total += -row_i[i] - row_t[i]
-    return total / (2 * n)
-
-
-def ref_mpcl(v: torch.Tensor, t: torch.Tensor, y: list[int], s: float) -> float:
-    rows = [i for i in range(len(y)) if y[i] != -1]
-    if not rows:
-        return 0.0
-    total = 0.0
-    for i in rows:
-        pos = [j for j in rows if y[j] == y[i]]
-        lv = _log_softmax_row([s * _dot(v[i], t[j]) for j in rows])
-        lt = _log_softmax_row([s * _dot(t[i], v[j]) for j in rows])
-        for j in pos:
-            k = rows.index(j)
-            total += -(lv[k] + lt[k]) / (2 * len(pos))
-    return total / len(rows)
 
 
 def test_global_itc_is_clip_loss():

@@ -1,0 +1,92 @@
+"""Training checkpoints: atomic writes and resume (``epoch_N.pt``, ``epoch_latest.pt``).
+
+A checkpoint holds ``epoch`` (epochs completed), ``step`` (optimizer steps taken), ``name``,
+``state_dict`` (the model's own keys, no ``module.`` prefix, so it loads with
+``farslip.load_checkpoint`` and in stock open_clip), ``optimizer``, ``scaler``,
+``state_dict_teacher`` and the RNG states. Every field is a tensor, number, string or plain
+container, so :func:`load` reads it with ``torch.load(weights_only=True)``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+log = logging.getLogger(__name__)
+LATEST = "epoch_latest.pt"
+
+
+def save_atomic(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename over ``path``.
+
+    A crash mid-write leaves the previous file intact instead of a truncated one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def rng_state() -> dict[str, Any]:
+    """The torch RNG states (CPU and, when present, CUDA) to put in a checkpoint."""
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Optional[dict[str, Any]]) -> None:
+    if not state:
+        return
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save(folder: str | os.PathLike, payload: dict[str, Any], *, numbered: bool) -> list[Path]:
+    """Write ``epoch_latest.pt`` (and ``epoch_<epoch>.pt`` when ``numbered``) atomically."""
+    folder = Path(folder)
+    paths = [folder / LATEST]
+    if numbered:
+        paths.insert(0, folder / f"epoch_{payload['epoch']}.pt")
+    for path in paths:
+        save_atomic(payload, path)
+    log.info("saved checkpoint %s", ", ".join(str(p) for p in paths))
+    return paths
+
+
+def resolve(resume: str, folder: str | os.PathLike) -> Optional[Path]:
+    """The file ``--resume`` names: a path, or ``latest`` = ``<folder>/epoch_latest.pt``.
+
+    ``latest`` with no checkpoint yet returns None (a fresh run); a missing explicit path is
+    an error naming it.
+    """
+    if resume == "latest":
+        path = Path(folder) / LATEST
+        return path if path.is_file() else None
+    path = Path(resume)
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint file at {path}")
+    return path
+
+
+def load(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a training checkpoint safely (``weights_only=True``) onto the CPU."""
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    keys = ("epoch", "step", "state_dict", "optimizer")
+    missing = [k for k in keys if k not in obj] if isinstance(obj, dict) else list(keys)
+    if missing:
+        raise ValueError(f"{path} is not a farslip training checkpoint (missing {missing}); "
+                         "use --pretrained to start from model weights")
+    return obj

@@ -1,0 +1,406 @@
+"""The trainer: ``farslip train``, ``torchrun -m farslip.train`` and the checkout's
+``torchrun -m open_clip_train.main`` all run :func:`main`.
+
+Distributed set-up comes from open_clip's own helpers (torchrun, SLURM ``srun``, multi-node
+rendezvous), the schedule from ``open_clip_train.scheduler.cosine_lr`` and autocast from
+``open_clip_train.precision.get_autocast``; FarSLIP's step lives in ``step.py``/``losses.py``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import random
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from open_clip_train.distributed import broadcast_object, init_distributed_device, is_master
+from open_clip_train.precision import get_autocast
+from open_clip_train.scheduler import cosine_lr
+from open_clip_train.train import get_clip_metrics
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+import farslip
+from farslip.models.longclip import FrozenRows, enable_long_text, is_long_text
+
+from farslip.losses import global_itc_loss
+
+from . import checkpoint
+from .args import parse_args
+from .step import StudentFeatures, compute_losses, make_plan
+from .teacher import Teacher
+
+log = logging.getLogger("farslip.train")
+MAX_LOGIT_SCALE = math.log(100.0)
+_HANDLERS: list[logging.Handler] = []
+
+
+# --------------------------------------------------------------------------- set-up helpers
+def setup_logging(log_file: Optional[Path], master: bool) -> None:
+    """Console (and, on the master, ``out.log``) handlers on the root logger.
+
+    Handlers from an earlier in-process run are removed first, so tests and notebooks that
+    call :func:`main` repeatedly do not duplicate lines or write into old folders.
+    """
+    root = logging.getLogger()
+    for handler in _HANDLERS:
+        root.removeHandler(handler)
+        handler.close()
+    _HANDLERS.clear()
+    fmt = logging.Formatter("%(asctime)s | %(levelname)s | %(message)s", "%Y-%m-%d,%H:%M:%S")
+    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    if log_file is not None:
+        handlers.append(logging.FileHandler(log_file))
+    for handler in handlers:
+        handler.setFormatter(fmt)
+        root.addHandler(handler)
+        _HANDLERS.append(handler)
+    root.setLevel(logging.INFO if master else logging.WARNING)
+
+
+def default_name(args: argparse.Namespace) -> str:
+    model = args.model.replace("/", "-")
+    return (f"{time.strftime('%Y_%m_%d-%H_%M_%S')}-{model}-{args.method}-lr_{args.lr:g}"
+            f"-b_{args.batch_size}")
+
+
+def seed_everything(seed: int, rank: int) -> None:
+    """Same torch seed on every rank (identical init); python/numpy offset by rank."""
+    torch.manual_seed(seed)
+    random.seed(seed + rank)
+    np.random.seed(seed + rank)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: no decay on gains, biases, logit_scale and any 1-D parameter."""
+    def no_decay(name: str, p: torch.Tensor) -> bool:
+        return (p.ndim < 2 or "bias" in name or "logit_scale" in name or "ln" in name
+                or "bn" in name)
+
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    return [
+        {"params": [p for n, p in named if no_decay(n, p)], "weight_decay": 0.0},
+        {"params": [p for n, p in named if not no_decay(n, p)], "weight_decay": weight_decay},
+    ]
+
+
+def build_model(args: argparse.Namespace, device: torch.device) -> nn.Module:
+    """The student from ``--model``/``--pretrained`` (+ Long-CLIP text when asked)."""
+    try:
+        model = farslip.create_model(args.model, pretrained=args.pretrained,
+                                     force_quick_gelu=args.force_quick_gelu,
+                                     long_text=args.long_text, device=device,
+                                     allow_unsafe=args.unsafe_load)
+    except farslip.CheckpointNotAvailable as err:
+        raise SystemExit(f"farslip train: cannot load --pretrained {args.pretrained!r} for "
+                         f"{args.model}: {err}\n(offline? download the weights on a machine with "
+                         "network access and pass the file path, or use --pretrained none)")
+    if args.long_text and not is_long_text(model):
+        enable_long_text(model)
+    if args.grad_checkpointing:
+        model.set_grad_checkpointing(True)
+    return model
+
+
+def report_writers(args: argparse.Namespace, run_dir: Path):
+    """TensorBoard / wandb loggers, only for what ``--report-to`` names (imports deferred)."""
+    tb = wandb = None
+    if "tensorboard" in args.report_to:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as err:
+            raise SystemExit("--report-to tensorboard needs the tensorboard package "
+                             f"(pip install tensorboard): {err}")
+        tb = SummaryWriter(str(run_dir / "tensorboard"))
+    if "wandb" in args.report_to:
+        try:
+            import wandb  # noqa: F811
+        except ImportError as err:
+            raise SystemExit(f"--report-to wandb needs the wandb package (pip install wandb): {err}")
+        wandb.init(project=args.wandb_project_name, name=args.name, config=vars(args),
+                   dir=str(run_dir))
+    return tb, wandb
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
+            for k, v in batch.items()}
+
+
+def all_reduce(values: torch.Tensor, args: argparse.Namespace, op=dist.ReduceOp.SUM) -> torch.Tensor:
+    if args.distributed:
+        dist.all_reduce(values, op=op)
+    return values
+
+
+# --------------------------------------------------------------------------- the run
+class Trainer:
+    """State of one run: model, student wrapper, teacher, optimiser, schedule, loggers."""
+
+    def __init__(self, args: argparse.Namespace, device: torch.device, run_dir: Path):
+        self.args, self.device, self.run_dir = args, device, run_dir
+        self.master = is_master(args)
+        self.plan = make_plan(args)
+        self.model = build_model(args, device)
+        self.grid = self.model.visual.grid_size
+        self.teacher = Teacher(args.distill_type, self.model, self.plan, args.ema_momentum)
+        self.optimizer = torch.optim.AdamW(param_groups(self.model, args.wd), lr=args.lr,
+                                           betas=(args.beta1, args.beta2), eps=args.eps)
+        self.scaler = torch.amp.GradScaler(device.type) if args.precision == "amp" else None
+        self.autocast = get_autocast(args.precision, device_type=device.type)
+        self.clip_loss = global_itc_loss(
+            local_loss=args.local_loss, gather_with_grad=args.gather_with_grad,
+            rank=args.rank, world_size=args.world_size)
+        self.weights = {"w_g": args.w_g, "w_d": args.w_d, "w_l": args.w_l}
+        self.start_epoch, self.step = 0, 0
+        self._resume()
+        self.guard = FrozenRows(self.model) if is_long_text(self.model) else None
+        student: nn.Module = StudentFeatures(self.model, self.plan)
+        if args.distributed:
+            # every parameter is used whenever the global ITC runs; otherwise let DDP look
+            student = DistributedDataParallel(
+                student, device_ids=[device] if device.type == "cuda" else None,
+                find_unused_parameters=not self.plan.global_itc)
+        if args.torchcompile:
+            student = torch.compile(student)
+            if self.teacher.encoder is not None:
+                self.teacher.encoder = torch.compile(self.teacher.encoder)
+        self.student = student
+        self.tokenizer = farslip.get_tokenizer(self.model)
+        self.skipped_total = 0
+
+    def _resume(self) -> None:
+        args = self.args
+        if args.resume is None:
+            return
+        path = checkpoint.resolve(args.resume, self.run_dir / "checkpoints")
+        if path is None:
+            log.info("--resume latest: no checkpoint in %s yet; starting fresh", self.run_dir)
+            return
+        ckpt = checkpoint.load(path)
+        farslip.load_checkpoint(self.model, ckpt["state_dict"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.scaler is not None and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.teacher.load_state_dict(ckpt.get("state_dict_teacher"))
+        checkpoint.set_rng_state(ckpt.get("rng"))
+        self.start_epoch, self.step = int(ckpt["epoch"]), int(ckpt["step"])
+        log.info("resumed from %s: epoch %d, step %d", path, self.start_epoch, self.step)
+
+    # ---------------------------------------------------------------- one optimiser step
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        args = self.args
+        with self.autocast():
+            targets = self.teacher.targets(batch, self.plan) if self.plan.distill else None
+            feats = self.student(batch)
+            terms = compute_losses(self.plan, feats, batch, grid=self.grid,
+                                   weights=self.weights, clip_loss=self.clip_loss,
+                                   targets=targets, gather_with_grad=args.gather_with_grad,
+                                   rank=args.rank, world_size=args.world_size)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = terms["loss"]
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            if args.grad_clip_norm is not None:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), args.grad_clip_norm)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            if args.grad_clip_norm is not None:
+                nn.utils.clip_grad_norm_(self.model.parameters(), args.grad_clip_norm)
+            self.optimizer.step()
+        with torch.no_grad():
+            if self.guard is not None:
+                self.guard.restore()
+            self.model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+        self.teacher.update(self.model)
+        return {k: v.detach() for k, v in terms.items()}
+
+    # ---------------------------------------------------------------- one epoch
+    def train_epoch(self, data, epoch: int, scheduler, tb=None, wandb=None) -> None:
+        args = self.args
+        self.student.train()
+        data.set_epoch(epoch)
+        num_batches = data.num_batches
+        names = [n for n in ("loss", "global_itc", "distill", "local_itc")
+                 if n == "loss" or n in args.loss_type]
+        sums = torch.zeros(len(names) + 1, dtype=torch.float64)  # + skipped samples
+        seen, done, t0 = 0, 0, time.perf_counter()
+        for i, batch in enumerate(data.dataloader):
+            if i >= num_batches:
+                break
+            done = i + 1
+            lr = scheduler(self.step)
+            skipped = int(batch.pop("skipped").sum()) if "skipped" in batch else 0
+            batch = to_device(batch, self.device)
+            terms = self.train_step(batch)
+            self.step += 1
+            seen += 1
+            sums += torch.tensor([float(terms[n]) for n in names] + [skipped], dtype=torch.float64)
+            if (i + 1) % args.log_every_n_steps == 0 or i + 1 == num_batches:
+                self._log(epoch, i + 1, num_batches, names, sums, seen,
+                          time.perf_counter() - t0, lr, tb, wandb)
+                sums.zero_()
+                seen, t0 = 0, time.perf_counter()
+        if done < num_batches:
+            log.warning("epoch %d: the data loader gave %d of %d batches", epoch, done, num_batches)
+
+    def _log(self, epoch, done, total, names, sums, steps, elapsed, lr, tb, wandb) -> None:
+        args = self.args
+        sums = all_reduce(sums.to(self.device), self.args).cpu()
+        skipped = int(sums[-1])
+        self.skipped_total += skipped
+        means = {n: float(sums[k]) / (steps * args.world_size) for k, n in enumerate(names)}
+        stats = {
+            **means,
+            "lr": lr,
+            "logit_scale": float(self.model.logit_scale.exp()),
+            "samples_per_s": steps * args.batch_size * args.world_size / max(elapsed, 1e-9),
+            "skipped": skipped,
+            "skipped_total": self.skipped_total,
+        }
+        log.info("epoch %d [%d/%d] step %d | %s", epoch, done, total, self.step,
+                 " | ".join(f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}"
+                            for k, v in stats.items()))
+        if tb is not None:
+            for key, value in stats.items():
+                tb.add_scalar(f"train/{key}", value, self.step)
+        if wandb is not None:
+            wandb.log({f"train/{k}": v for k, v in stats.items()}, step=self.step)
+
+    # ---------------------------------------------------------------- validation
+    @torch.no_grad()
+    def validate(self, val, epoch: int) -> dict[str, float]:
+        """CLIP loss and retrieval metrics on the validation CSV (master only)."""
+        self.model.eval()
+        images, texts, loss_sum, count = [], [], 0.0, 0
+        scale = self.model.logit_scale.exp()
+        for batch in val.dataloader:
+            image, text = (batch["image"], batch["text"]) if isinstance(batch, dict) else batch[:2]
+            with self.autocast():
+                u = nn.functional.normalize(self.model.encode_image(image.to(self.device)), dim=-1)
+                t = nn.functional.normalize(self.model.encode_text(text.to(self.device)), dim=-1)
+            u, t = u.float(), t.float()
+            logits = scale * u @ t.T
+            labels = torch.arange(u.shape[0], device=u.device)
+            loss = (nn.functional.cross_entropy(logits, labels)
+                    + nn.functional.cross_entropy(logits.T, labels)) / 2
+            loss_sum += float(loss) * u.shape[0]
+            count += u.shape[0]
+            images.append(u.cpu())
+            texts.append(t.cpu())
+        self.model.train()
+        if count == 0:
+            raise RuntimeError(f"--val-data {self.args.val_data}: no validation samples")
+        metrics = get_clip_metrics(torch.cat(images), torch.cat(texts), scale.cpu())
+        result = {"epoch": epoch + 1, "step": self.step, "clip_val_loss": loss_sum / count,
+                  "num_samples": count, **{k: float(v) for k, v in metrics.items()}}
+        with open(self.run_dir / "val.jsonl", "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(result) + "\n")
+        log.info("validation epoch %d | %s", epoch + 1,
+                 " | ".join(f"{k} {v:.4f}" for k, v in result.items() if isinstance(v, float)))
+        return result
+
+    # ---------------------------------------------------------------- checkpoints
+    def save(self, epoch: int) -> None:
+        args = self.args
+        payload = {
+            "epoch": epoch + 1,
+            "step": self.step,
+            "name": args.name,
+            "state_dict": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "state_dict_teacher": self.teacher.state_dict(),
+            "rng": checkpoint.rng_state(),
+        }
+        numbered = args.save_frequency > 0 and ((epoch + 1) % args.save_frequency == 0
+                                                or epoch + 1 == args.epochs)
+        checkpoint.save(self.run_dir / "checkpoints", payload, numbered=numbered)
+
+
+def prepare_run_dir(args: argparse.Namespace) -> Path:
+    """``<logs>/<name>``; refuses to reuse a finished run's folder unless resuming."""
+    if args.name is None:
+        args.name = default_name(args)
+        if args.distributed:  # ranks may start in different seconds: use rank 0's name
+            args.name = broadcast_object(args, args.name)
+    run_dir = Path(args.logs) / args.name
+    if is_master(args) and args.resume is None and (run_dir / "out.log").exists():
+        raise SystemExit(f"farslip train: run folder {run_dir} exists; pass --resume latest to "
+                         "continue it or choose another --name")
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train with validated ``args`` (already distributed-initialised)."""
+    from farslip.data.train_data import get_train_data, get_val_data
+
+    device = torch.device(args.device)
+    run_dir = prepare_run_dir(args)
+    master = is_master(args)
+    setup_logging(run_dir / "out.log" if master else None, master)
+    if master:
+        with open(run_dir / "params.txt", "w", encoding="utf-8") as handle:
+            for key in sorted(vars(args)):
+                handle.write(f"{key}: {getattr(args, key)}\n")
+    log.info("run %s on %s, world size %d", args.name, device, args.world_size)
+    seed_everything(args.seed, args.rank)
+    trainer = Trainer(args, device, run_dir)
+    image_size = trainer.model.visual.image_size
+    data = get_train_data(args, trainer.tokenizer, image_size, crops=args.crops,
+                          objects=args.objects, epoch=trainer.start_epoch)
+    val = get_val_data(args, image_size, trainer.tokenizer) if master else None
+    total_steps = data.num_batches * args.epochs
+    scheduler = cosine_lr(trainer.optimizer, args.lr, args.warmup, total_steps)
+    tb, wandb = report_writers(args, run_dir) if master else (None, None)
+    log.info("%d samples, %d steps per epoch per rank, %d epochs, %d steps in all",
+             data.num_samples, data.num_batches, args.epochs, total_steps)
+    for epoch in range(trainer.start_epoch, args.epochs):
+        trainer.train_epoch(data, epoch, scheduler, tb, wandb)
+        if master:
+            trainer.save(epoch)
+            if val is not None and ((epoch + 1) % args.val_frequency == 0
+                                    or epoch + 1 == args.epochs):
+                result = trainer.validate(val, epoch)
+                if tb is not None:
+                    for key, value in result.items():
+                        tb.add_scalar(f"val/{key}", value, trainer.step)
+                if wandb is not None:
+                    wandb.log({f"val/{k}": v for k, v in result.items()}, step=trainer.step)
+        if args.distributed:
+            dist.barrier()
+    log.info("done: %d steps, %d bad samples skipped", trainer.step, trainer.skipped_total)
+    if tb is not None:
+        tb.close()
+    if wandb is not None:
+        wandb.finish()
+    return 0
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Parse the seed's flags, initialise torch.distributed from the environment, train."""
+    args = parse_args(list(sys.argv[1:] if argv is None else argv))
+    args.horovod = False
+    init_distributed_device(args)
+    try:
+        return run(args)
+    finally:
+        if args.distributed and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
