@@ -1,0 +1,100 @@
+"""Where each synthetic data set goes on disk and how its labels are spelled.
+
+The paths and label conventions imitate the real benchmark layouts of SPEC section 6 (the
+SkyScript benchmark tree for classification and retrieval, the converted ``img_dir``/``ann_dir``
+tree of the OVSS benchmarks), so the readers written for real data read these files unchanged.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .vocab import SEMANTIC_CLASSES
+
+
+@dataclass(frozen=True)
+class ClassificationSet:
+    """A zero-shot classification CSV (``filepath,label``) with ``<folder>/classnames.txt``."""
+
+    name: str
+    csv: str  # relative to the benchmark data root
+    integer_labels: bool
+
+    @property
+    def folder(self) -> str:
+        return self.csv.split("/")[0]
+
+
+# The registered names and CSV paths of SPEC section 6; eurosat spells labels as indices.
+CLASSIFICATION_SETS: tuple[ClassificationSet, ...] = (
+    ClassificationSet("SkyScript_cls", "SkyScript_cls/img_txt_pairs_val.csv", False),
+    ClassificationSet("aid", "aid/aid_img_txt_pairs_test.csv", False),
+    ClassificationSet("eurosat", "eurosat/eurosat_img_txt_pairs_test.csv", True),
+    ClassificationSet("fmow", "fmow/fmow_img_txt_pairs_val.csv", False),
+    ClassificationSet("millionaid", "millionaid/img_txt_pairs_train.csv", False),
+    ClassificationSet("patternnet", "patternnet/img_txt_pairs_train.csv", False),
+    ClassificationSet("rsicb", "rsicb256/img_txt_pairs_train.csv", False),
+    ClassificationSet("nwpu", "nwpu/img_txt_pairs_train.csv", False),
+)
+
+# Retrieval CSVs (``filepath,title``; the evaluator prefixes "a satellite image. ").
+RETRIEVAL_SETS: dict[str, str] = {
+    "RSICD": "RSICD/RSICD_img_txt_pairs_test.csv",
+    "RSITMD": "RSITMD/RSITMD_img_txt_pairs_test.csv",
+    "ucmcaptions": "ucmcaptions/ucmcaptions_img_txt_pairs_test.csv",
+}
+SKYSCRIPT_TEST_CSV = "SkyScript_test_30K_filtered_by_CLIP_openai.csv"  # + title_multi_objects
+SKYSCRIPT_VAL_CSV = "SkyScript_val_5K_filtered_by_CLIP_openai.csv"  # training's --val-data
+
+IGNORE = 255
+
+
+@dataclass(frozen=True)
+class OvssSet:
+    """An OVSS data set: its class lines (comma-separated synonyms), the label value written for
+    each world semantic class, and whether 0 is "ignore" with classes from 1 (reduce-zero-label)."""
+
+    name: str
+    split: str
+    classes: tuple[str, ...]
+    mapping: dict[str, int]  # world semantic class -> label value in ann_dir
+    reduce_zero_label: bool
+    default: int  # label value of world classes the set does not name
+
+    def lut(self) -> np.ndarray:
+        """A 256-entry table from world semantic ids to this set's label values."""
+        table = np.full(256, IGNORE, dtype=np.uint8)
+        for i, name in enumerate(SEMANTIC_CLASSES):
+            table[i] = self.mapping.get(name, self.default)
+        return table
+
+
+OVSS_SETS: tuple[OvssSet, ...] = (
+    # Label 0 is a real class ("background"), as in OpenEarthMap, iSAID and UAVid.
+    OvssSet(
+        "OpenEarthMap", "val",
+        ("background", "bareland,barren land,sand", "rangeland,grass", "developed space,pavement",
+         "road,bridge", "tree,forest", "water", "agriculture land,farmland,cropland", "building,roof"),
+        {"sand": 1, "grass": 2, "pavement": 3, "road": 4, "bridge": 4, "woodland": 5, "tree": 5,
+         "water": 6, "farmland": 7, "building": 8},
+        reduce_zero_label=False, default=0,
+    ),
+    OvssSet(
+        "iSAID", "val",
+        ("background", "ship,boat", "storage tank,tank", "tennis court", "bridge",
+         "small vehicle,car", "swimming pool,pool", "plane,airplane"),
+        {"ship": 1, "storage tank": 2, "tennis court": 3, "bridge": 4, "car": 5, "swimming pool": 6,
+         "airplane": 7},
+        reduce_zero_label=False, default=0,
+    ),
+    # Label 0 is "no data" (ignored) and classes start at 1, as in LoveDA, Potsdam and Vaihingen.
+    OvssSet(
+        "LoveDA", "val",
+        ("background,clutter", "building,roof", "road,bridge", "water", "barren,sand",
+         "forest,tree", "agricultural,farmland"),
+        {"building": 2, "road": 3, "bridge": 3, "water": 4, "sand": 5, "woodland": 6, "tree": 6,
+         "farmland": 7},
+        reduce_zero_label=True, default=1,
+    ),
+)
