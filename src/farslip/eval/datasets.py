@@ -57,16 +57,14 @@ def checked_paths(paths: Sequence[str], image_root: Path, csv: Path) -> list[Pat
 
 
 def label_indices(labels: Sequence[str], classnames: Sequence[str], csv: Path) -> list[int]:
-    """Labels -> class indices: names matched exactly against the class list, else integer indices.
-
-    The choice is per file (a file whose every label is a class name uses names), so a class
-    called "3" cannot be confused with index 3 within one file.
-    """
+    """Labels -> class indices: a label that is exactly a class name maps to it, else it must be an
+    integer index into the class list (``"3"`` or ``"3.0"``)."""
     lookup = {name: i for i, name in enumerate(classnames)}
-    if all(label in lookup for label in labels):
-        return [lookup[label] for label in labels]
     indices = []
     for row, label in enumerate(labels):
+        if label in lookup:
+            indices.append(lookup[label])
+            continue
         try:
             value = float(label)
         except ValueError:
