@@ -20,7 +20,7 @@ import random
 from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence, Union
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset, Sampler
 
 from .views import RegionPicker, ViewMaker, sample_seed
@@ -41,6 +41,8 @@ def open_image(source: Union[str, bytes], name: str) -> Image.Image:
             return image.convert("RGB")
     except FileNotFoundError as exc:
         raise BadSample(f"{name}: image file not found") from exc
+    except UnidentifiedImageError as exc:
+        raise BadSample(f"{name}: not a recognised image format") from exc
     except Exception as exc:  # PIL raises OSError, ValueError, SyntaxError, ... for broken data
         raise BadSample(f"{name}: cannot decode image ({type(exc).__name__}: {exc})") from exc
 

@@ -155,9 +155,18 @@ def _file_dataset(args: argparse.Namespace, views: ViewMaker, collate: Collate, 
 
 
 def get_train_data(
-    args: argparse.Namespace, tokenizer: Tokenizer, image_size: int, *, crops: bool, objects: bool, epoch: int = 0
+    args: argparse.Namespace,
+    tokenizer: Tokenizer,
+    image_size: Union[int, tuple[int, int]],
+    *,
+    crops: bool,
+    objects: bool,
+    epoch: int = 0,
 ) -> DataInfo:
-    """The training loader for ``args.train_dataset_type`` with crop and/or object views as asked."""
+    """The training loader for ``args.train_dataset_type`` with crop and/or object views as asked.
+
+    ``image_size`` is the model's input size (an int or ``model.visual.image_size``'s (h, w)).
+    """
     if args.train_dataset_type not in DATASET_TYPES:
         raise ValueError(f"--train-dataset-type must be one of {DATASET_TYPES}, got {args.train_dataset_type!r}")
     if objects and args.train_dataset_type != "json":
@@ -174,7 +183,7 @@ def get_train_data(
 
 
 def get_val_data(
-    args: argparse.Namespace, image_size_or_preprocess: Union[int, Callable], tokenizer: Tokenizer
+    args: argparse.Namespace, image_size_or_preprocess: Union[int, tuple[int, int], Callable], tokenizer: Tokenizer
 ) -> Optional[DataInfo]:
     """The validation loader over ``args.val_data`` (a ``filepath,title`` CSV), or None without one.
 
@@ -183,10 +192,10 @@ def get_val_data(
     """
     if not args.val_data:
         return None
-    if isinstance(image_size_or_preprocess, int):
-        preprocess = eval_transform(image_size_or_preprocess)
-    else:
+    if callable(image_size_or_preprocess):
         preprocess = image_size_or_preprocess
+    else:
+        preprocess = eval_transform(image_size_or_preprocess)
     items = read_pairs(args.val_data)
     root = image_root(args.val_data, args.root_val_img_dir)
     check_files(items, root, args.val_data)
