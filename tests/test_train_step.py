@@ -224,7 +224,7 @@ def test_logit_scale_is_clamped_after_the_step(tmp_path):
     with torch.no_grad():
         tr.model.logit_scale.fill_(10.0)
     tr.train_step(make_batch(tr.model, crops=False, objects=False))
-    assert float(tr.model.logit_scale) == pytest.approx(math.log(100.0))
+    assert tr.model.logit_scale.item() == pytest.approx(math.log(100.0))
 
 
 def test_long_text_keeps_first_rows_fixed(tmp_path):
@@ -247,3 +247,15 @@ def test_param_groups_skip_decay_on_gains_biases_scale():
     assert all(p.ndim >= 2 for p in decay["params"])
     assert "visual.proj" in {names[id(p)] for p in decay["params"]}
     assert len(no_decay["params"]) + len(decay["params"]) == len(list(model.parameters()))
+
+
+def test_batch_without_any_views_trains_with_zero_local_losses(tmp_path):
+    tr = _trainer(tmp_path, "--method", "farslip2", "--lr", "1e-3")
+    batch = make_batch(tr.model)
+    for prefix in ("crop", "obj"):
+        batch[f"{prefix}_valid"][:] = False
+        batch[prefix] = batch[prefix][:0]
+    batch["obj_text"], batch["obj_label"] = batch["obj_text"][:0], batch["obj_label"][:0]
+    terms = tr.train_step(batch)
+    assert terms["distill"].item() == 0.0 and terms["local_itc"].item() == 0.0
+    assert terms["loss"].item() == pytest.approx(terms["global_itc"].item())

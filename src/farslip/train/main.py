@@ -30,6 +30,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 import farslip
+from farslip.data.transforms import eval_transform
 from farslip.models.longclip import FrozenRows, enable_long_text, is_long_text
 
 from farslip.losses import global_itc_loss
@@ -265,7 +266,7 @@ class Trainer:
         stats = {
             **means,
             "lr": lr,
-            "logit_scale": float(self.model.logit_scale.exp()),
+            "logit_scale": self.model.logit_scale.exp().item(),
             "samples_per_s": steps * args.batch_size * args.world_size / max(elapsed, 1e-9),
             "skipped": skipped,
             "skipped_total": self.skipped_total,
@@ -362,7 +363,7 @@ def run(args: argparse.Namespace) -> int:
     image_size = trainer.model.visual.image_size
     data = get_train_data(args, trainer.tokenizer, image_size, crops=args.crops,
                           objects=args.objects, epoch=trainer.start_epoch)
-    val = get_val_data(args, image_size, trainer.tokenizer) if master else None
+    val = (get_val_data(args, eval_transform(image_size), trainer.tokenizer) if master else None)
     total_steps = data.num_batches * args.epochs
     scheduler = cosine_lr(trainer.optimizer, args.lr, args.warmup, total_steps)
     tb, wandb = report_writers(args, run_dir) if master else (None, None)

@@ -88,6 +88,14 @@ def encode_views(model: nn.Module, images: torch.Tensor, need: tuple[str, ...],
     With ``need == ("cls",)`` this is the stock ``encode_image``; ``tokens`` (raw dense tokens)
     is returned too when they were computed, for RoI features on the same images.
     """
+    if images.shape[0] == 0:  # a batch whose images all lost their views: nothing to encode
+        empty = images.new_zeros((0, model.visual.output_dim))
+        out = {"cls": empty} if "cls" in need else {}
+        if "tokens" in need:
+            grid = model.visual.grid_size
+            out.update(tokens=images.new_zeros((0, grid[0] * grid[1], empty.shape[1])),
+                       pooled=empty)
+        return out
     if tuple(need) == ("cls",):
         return {"cls": F.normalize(model.encode_image(images), dim=-1)}
     cls, tokens = farslip.encode_dense(model, images, last_attn=last_attn, need=need)
@@ -111,7 +119,7 @@ class ViewEncoder(nn.Module):
 def encode_texts_once(model: nn.Module, texts: torch.Tensor) -> torch.Tensor:
     """Normalised text features of ``texts`` [M, L], each distinct row encoded once."""
     if texts.shape[0] == 0:
-        return F.normalize(model.encode_text(texts), dim=-1)
+        return model.logit_scale.new_zeros((0, model.visual.output_dim))
     unique, inverse = torch.unique(texts, dim=0, return_inverse=True)
     return F.normalize(model.encode_text(unique), dim=-1)[inverse]
 
