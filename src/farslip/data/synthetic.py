@@ -147,16 +147,14 @@ class _Renderer:
 
 # ---------------------------------------------------------------- RS5M (webdataset shards)
 
-def _rs5m_sample(key: str, product: Product, caption: bool = True) -> list[tuple[str, bytes]]:
+def _rs5m_sample(prefix: str, index: int, product: Product, caption: bool = True) -> list[tuple[str, bytes]]:
+    """Tar members of one RS5M sample; the key has no dot (webdataset splits names at the first
+    one) and the caption is one of the three short phrasings, chosen by the index."""
+    key = f"{prefix}_{index:06d}"
     members = [(f"{key}.img_content", product.image), (f"{key}.img_name", f"{key}.jpg".encode())]
     if caption:
-        members.append((f"{key}.caption", product.captions["short" + key[-1:]].encode("utf-8")))
+        members.append((f"{key}.caption", product.captions[f"short{index % 3}"].encode("utf-8")))
     return members
-
-
-def _short_key(stream: str, index: int) -> str:
-    """Sample keys end in a digit 0..2 that picks the caption variant; no dots (webdataset)."""
-    return f"{stream}_{index:06d}{index % 3}"
 
 
 def _write_rs5m(root: Path, scale: Scale, render: _Renderer) -> dict[str, object]:
@@ -167,22 +165,21 @@ def _write_rs5m(root: Path, scale: Scale, render: _Renderer) -> dict[str, object
             tasks = [Task(f"rs5m-{prefix}", i, "train") for i in range(first, first + scale.rs5m_per_shard)]
             members = []
             for task, product in zip(tasks, render(tasks)):
-                members += _rs5m_sample(_short_key(prefix, task.index), product)
+                members += _rs5m_sample(prefix, task.index, product)
             atomic_write(folder / f"{prefix}-train-{shard:04d}.tar", tar_bytes(members))
     tasks = [Task("rs5m-val", i, "train") for i in range(scale.rs5m_val)]
     members = []
     for task, product in zip(tasks, render(tasks)):
-        members += _rs5m_sample(_short_key("val", task.index), product)
+        members += _rs5m_sample("val", task.index, product)
     atomic_write(folder / "val-0000.tar", tar_bytes(members))
 
     # A deliberately broken shard: sample 1 has a corrupt JPEG, sample 2 has no caption member.
     tasks = [Task("rs5m-faulty", i, "train") for i in range(4)]
     members = []
     for task, product in zip(tasks, render(tasks)):
-        key = _short_key("faulty", task.index)
         if task.index == 1:
             product.image = product.image[:64] + b"this is not the rest of a JPEG file" * 8
-        members += _rs5m_sample(key, product, caption=task.index != 2)
+        members += _rs5m_sample("faulty", task.index, product, caption=task.index != 2)
     atomic_write(root / "rs5m_faulty" / "faulty-0000.tar", tar_bytes(members))
     last = scale.rs5m_shards - 1
     return {
@@ -309,7 +306,7 @@ def _write_ovss(root: Path, scale: Scale, render: _Renderer) -> None:
         for task, product in zip(tasks, render(tasks)):
             stem = f"{spec.name.lower()}_{task.index:05d}"
             atomic_write(base / "img_dir" / spec.split / f"{stem}.png", product.image)
-            atomic_write(base / "ann_dir" / spec.split / f"{stem}.png", product.label)
+            atomic_write(base / "ann_dir" / spec.split / f"{stem}{spec.ann_suffix}", product.label)
         write_text(base / "classes.txt", "\n".join(spec.classes) + "\n")
 
 
@@ -322,7 +319,7 @@ def count_tasks(scale: Scale) -> int:
             + (len(RETRIEVAL_SETS) + 1) * scale.retrieval + scale.skyscript_val + len(OVSS_SETS) * scale.ovss)
 
 
-def write_world(out_dir: str | os.PathLike, seed: int = 0, scale: str = "small", workers: int = 1,
+def write_world(out_dir: str | os.PathLike, seed: int = 0, scale: str | Scale = "small", workers: int = 1,
                 overwrite: bool = False, progress: bool = False) -> dict[str, object]:
     """Write the whole synthetic world under ``out_dir`` and return what was written.
 
@@ -330,12 +327,16 @@ def write_world(out_dir: str | os.PathLike, seed: int = 0, scale: str = "small",
     for ``--train-data``), ``rs5m_val``, ``rs5m_faulty``, ``mgrs_json``, ``mgrs_images``,
     ``mgrs_faulty_json``, ``mgrs_faulty_images``, ``benchmarks`` (the eval ``--data-root``),
     ``skyscript_val_csv``, ``ovss`` (the segmentation ``--data-root``), plus ``counts`` (a dict of
-    sample counts). Refuses to write into a folder that already holds a world unless
-    ``overwrite``, which first deletes the world's own sub-folders (and nothing else).
+    sample counts). ``scale`` is a name in ``SCALES`` or a ``Scale``. Refuses to write into a
+    folder that already holds a world unless ``overwrite``, which first deletes the world's own
+    sub-folders (and nothing else).
     """
-    if scale not in SCALES:
-        raise ValueError(f"unknown scale {scale!r}; choose from {sorted(SCALES)}")
-    sizes = SCALES[scale]
+    if isinstance(scale, Scale):
+        sizes, scale = scale, "custom"
+    elif scale in SCALES:
+        sizes = SCALES[scale]
+    else:
+        raise ValueError(f"unknown scale {scale!r}; choose from {sorted(SCALES)} or pass a Scale")
     root = Path(out_dir)
     existing = [root / name for name in OWNED if (root / name).exists()]
     if existing and not overwrite:
@@ -383,9 +384,11 @@ def readme_text(seed: int, scale: str, s: Scale) -> str:
         + ("label 0 = no data (ignored), classes start at 1 (reduce-zero-label)" if o.reduce_zero_label
            else "label 0 is the class `background`") + ", 255 = ignore"
         for o in OVSS_SETS)
+    command = (f"`farslip synth --out DIR --seed {seed} --scale {scale}`" if scale in SCALES
+               else f"`farslip.data.synthetic.write_world(DIR, seed={seed}, scale=Scale(...))`")
     return f"""# Synthetic remote-sensing world (seed {seed}, scale `{scale}`)
 
-Written by `farslip synth --out DIR --seed {seed} --scale {scale}`. Every image is a procedural
+Written by {command}. Every image is a procedural
 top-down scene with known truth: a scene class out of {len(SCENE_CLASSES)}
 ({', '.join(SCENE_CLASSES)}), objects out of {len(OBJECT_CATEGORIES)} categories
 ({', '.join(OBJECT_CATEGORIES)}) with pixel boxes, a per-pixel class mask, and captions
@@ -415,8 +418,8 @@ Some items have no object, many boxes are smaller than 64 x 64 px (cars, trees),
     farslip train --train-dataset-name MGRS --train-data DIR/mgrs/text_info.json \\
         --root-train-img-dir DIR/mgrs/global_imgs/ --train-dataset-type json --method farslip2 ...
 
-`mgrs_faulty/` (same schema) is broken **on purpose**: item 2 has no object, item 3's image file
-does not exist.
+`mgrs_faulty/` (same schema, 4 items) is broken **on purpose**: the second item has no object,
+the third item's image file does not exist.
 
 ## `benchmarks/`: the SkyScript benchmark tree (`farslip eval ... --data-root DIR/benchmarks`)
 
@@ -434,8 +437,9 @@ Every `filepath` in every CSV is relative to `DIR/benchmarks`.
 
 ## `ovss/`: open-vocabulary segmentation (`farslip eval ... --data-root DIR/ovss`)
 
-Images are PNG; label maps are single-channel uint8 PNG with the image's stem. `classes.txt`:
-one class per line, comma-separated synonyms.
+Images are PNG; label maps are single-channel uint8 PNG named after the image's stem (iSAID's
+end in `_instance_color_RGB.png`, as mmsegmentation's converted iSAID does). `classes.txt`: one
+class per line, comma-separated synonyms.
 {ovss_lines}
 """
 

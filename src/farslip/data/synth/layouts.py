@@ -61,6 +61,7 @@ class OvssSet:
     mapping: dict[str, int]  # world semantic class -> label value in ann_dir
     reduce_zero_label: bool
     default: int  # label value of world classes the set does not name
+    ann_suffix: str = ".png"  # label map name = image stem + this (mmseg's seg_map_suffix)
 
     def lut(self) -> np.ndarray:
         """A 256-entry table from world semantic ids to this set's label values."""
@@ -86,7 +87,7 @@ OVSS_SETS: tuple[OvssSet, ...] = (
          "small vehicle,car", "swimming pool,pool", "plane,airplane"),
         {"ship": 1, "storage tank": 2, "tennis court": 3, "bridge": 4, "car": 5, "swimming pool": 6,
          "airplane": 7},
-        reduce_zero_label=False, default=0,
+        reduce_zero_label=False, default=0, ann_suffix="_instance_color_RGB.png",
     ),
     # Label 0 is "no data" (ignored) and classes start at 1, as in LoveDA, Potsdam and Vaihingen.
     OvssSet(
