@@ -42,11 +42,15 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def write_shard(path: str, keys: list[str], size=(48, 40), corrupt=(), no_caption=()) -> None:
+def write_shard(path: str, keys: list[str], size=(48, 40), corrupt=(), truncated=(), no_caption=()) -> None:
     """A webdataset shard of RS5M-style samples; caption = 'caption <key>'; some broken on purpose."""
     with tarfile.open(path, "w") as tar:
         for i, key in enumerate(keys):
-            image = b"\xff\xd8 not a jpeg" if key in corrupt else encode(image_array(hash(key) % 1000, *size), "JPEG")
+            image = encode(image_array(i, *size), "JPEG")
+            if key in corrupt:
+                image = b"\xff\xd8 not a jpeg"
+            elif key in truncated:
+                image = image[: len(image) // 2]  # a valid header, then the data stops
             _add(tar, f"{key}.img_content", image)
             if key not in no_caption:
                 _add(tar, f"{key}.caption", f"caption {key}".encode())

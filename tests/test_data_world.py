@@ -1,6 +1,8 @@
 """The loaders on the synthetic world's real-format data, with the real tokenizer of a tiny model."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 import farslip
@@ -61,3 +63,16 @@ def test_mgrs_world_and_val_csv(world, tokenizer):
     val = get_val_data(args, 32, tokenizer)
     assert val.num_samples == world["counts"]["skyscript_val"]
     assert sum(b["image"].shape[0] for b in val.dataloader) == val.num_samples
+
+
+def test_data_bench_runs_on_the_world(world, tmp_path, capsys):
+    from farslip.data.bench import main
+
+    out = tmp_path / "data.json"
+    assert main(["--world", world["root"], "--workers", "0", "--batches", "2", "--image-size", "32",
+                 "--batch-size", "4", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["results"]
+    assert [r["pipeline"] for r in rows] == ["rs5m-multicrop", "mgrs-objects"]
+    assert all(r["samples"] == 8 and r["samples_per_s"] > 0 for r in rows)
+    assert rows[0]["local_views"] == 8 * 4  # N = 4 random crops per image
+    assert "| rs5m-multicrop | 0 |" in capsys.readouterr().out
