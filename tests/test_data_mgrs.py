@@ -164,6 +164,12 @@ def test_mgrs_loader_is_independent_of_worker_count(tmp_path):
         batches.append(list(info.dataloader))
     for a, b in zip(*batches):
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # the same epoch reached by set_epoch on a loader built at epoch 0 (persistent workers too)
+    info = get_train_data(make_args(**{**vars(args), "workers": 2}), char_tokenizer, 32, crops=True, objects=True)
+    list(info.dataloader)
+    info.set_epoch(3)
+    for a, b in zip(batches[0], info.dataloader):
+        assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_mgrs_rejects_non_list_json(tmp_path):

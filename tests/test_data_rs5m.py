@@ -78,6 +78,9 @@ def test_order_is_deterministic_per_seed_and_epoch(shards):
     first.set_epoch(1)
     order1 = keys_of(first)
     assert order0 != order1 and sorted(order0) == sorted(order1)
+    # a run resumed at epoch 1 builds its loader with epoch=1: it must see epoch 1's order
+    args = make_args(train_data=os.path.join(folder, "shard-{0000..0003}.tar"), train_num_samples=24, batch_size=3)
+    assert keys_of(get_train_data(args, char_tokenizer, 32, crops=True, objects=False, epoch=1)) == order1
     assert keys_of(loader(folder, train_num_samples=24, batch_size=3, seed=1)) != order0
 
 
@@ -114,3 +117,15 @@ def test_unreadable_data_and_bad_settings_fail_clearly(tmp_path, shards):
         get_train_data(make_args(train_data=folder, train_num_samples=4), char_tokenizer, 32, crops=False, objects=True)
     with pytest.raises(ValueError, match="local-method"):
         loader(folder, train_num_samples=4, local_method="objects")
+
+
+def test_persistent_workers_follow_set_epoch(shards):
+    folder, _ = shards
+    info = loader(folder, train_num_samples=24, batch_size=3, workers=2)
+    epoch0 = keys_of(info)
+    info.set_epoch(1)
+    epoch1 = keys_of(info)
+    args = make_args(train_data=os.path.join(folder, "shard-{0000..0003}.tar"), train_num_samples=24, batch_size=3,
+                     workers=2)
+    assert epoch1 == keys_of(get_train_data(args, char_tokenizer, 32, crops=True, objects=False, epoch=1))
+    assert epoch0 != epoch1
