@@ -45,7 +45,8 @@ def test_val_accepts_a_preprocess_and_none_without_val_data(val_set):
     root, _ = val_set
     assert get_val_data(make_args(val_data=None), 32, char_tokenizer) is None
     args = make_args(val_data=str(root / "val.csv"), root_val_img_dir=str(root / "imgs"), batch_size=5)
-    batch = next(iter(get_val_data(args, lambda im: torch.from_numpy(np.asarray(im).copy()), char_tokenizer).dataloader))
+    raw = get_val_data(args, lambda im: torch.from_numpy(np.asarray(im).copy()), char_tokenizer)
+    batch = next(iter(raw.dataloader))
     assert batch["image"].shape == (5, 40, 60, 3)
 
 

@@ -35,6 +35,7 @@ import random
 from typing import Callable, Iterator
 
 import webdataset as wds
+from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
 from .image_files import BadSample, open_image
@@ -76,7 +77,7 @@ def _first_member(sample: dict, names: tuple[str, ...]) -> bytes:
     raise BadSample(f"missing member (.{' / .'.join(names)})")
 
 
-def decode_sample(sample: dict) -> tuple:
+def decode_sample(sample: dict) -> tuple[Image.Image, str]:
     """(RGB image, caption) of one raw webdataset sample; :class:`BadSample` when unusable."""
     name = f"sample {sample.get('__key__')!r} of {sample.get('__url__')}"
     try:

@@ -122,7 +122,8 @@ def _webdataset(args: argparse.Namespace, views: ViewMaker, collate: Collate, ep
         seed=args.seed, rank=args.rank, world_size=args.world_size, resampled=args.dataset_resampled,
     )
     loader = DataLoader(dataset, batch_size=None, **_loader_kwargs(args.workers))
-    logger.info("train data: %d shard(s), %d batch(es) of %d per rank per epoch", len(urls), num_batches, args.batch_size)
+    logger.info("train data: %d shard(s), %d batch(es) of %d per rank per epoch",
+                len(urls), num_batches, args.batch_size)
     return DataInfo(loader, num_batches * args.batch_size * args.world_size, num_batches, shared_epoch=shared_epoch)
 
 
@@ -150,7 +151,8 @@ def _file_dataset(args: argparse.Namespace, views: ViewMaker, collate: Collate, 
         dataset, batch_size=args.batch_size, sampler=sampler, drop_last=True, collate_fn=collate,
         **_loader_kwargs(args.workers),
     )
-    logger.info("train data: %d item(s), %d batch(es) of %d per rank per epoch", len(dataset), num_batches, args.batch_size)
+    logger.info("train data: %d item(s), %d batch(es) of %d per rank per epoch",
+                len(dataset), num_batches, args.batch_size)
     return DataInfo(loader, num_batches * args.batch_size * args.world_size, num_batches, sampler=sampler)
 
 
