@@ -379,8 +379,9 @@ def readme_text(seed: int, scale: str, s: Scale) -> str:
     cls_lines = "\n".join(f"  - `{c.csv}` ({'integer' if c.integer_labels else 'string'} labels)"
                           for c in CLASSIFICATION_SETS)
     ret_lines = "\n".join(f"  - `{p}`" for p in RETRIEVAL_SETS.values())
+    ovss_names = ",".join(o.name for o in OVSS_SETS)
     ovss_lines = "\n".join(
-        f"  - `ovss/{o.name}/` (`img_dir/{o.split}`, `ann_dir/{o.split}`, `classes.txt`): "
+        f"- `ovss/{o.name}/` (`img_dir/{o.split}`, `ann_dir/{o.split}`, `classes.txt`): "
         + ("label 0 = no data (ignored), classes start at 1 (reduce-zero-label)" if o.reduce_zero_label
            else "label 0 is the class `background`") + ", 255 = ignore"
         for o in OVSS_SETS)
@@ -423,7 +424,11 @@ the third item's image file does not exist.
 
 ## `benchmarks/`: the SkyScript benchmark tree (`farslip eval ... --data-root DIR/benchmarks`)
 
-Every `filepath` in every CSV is relative to `DIR/benchmarks`.
+Every `filepath` in every CSV is relative to `DIR/benchmarks`. All registered classification and
+retrieval sets are here:
+
+    farslip eval classification --model M --pretrained CKPT --data-root DIR/benchmarks
+    farslip eval retrieval --model M --pretrained CKPT --data-root DIR/benchmarks
 
 - Zero-shot classification (`filepath,label`, `<dir>/classnames.txt` = the {len(SCENE_CLASSES)} scene
   classes, one per line; each CSV has one row with an empty label that readers must drop):
@@ -435,7 +440,13 @@ Every `filepath` in every CSV is relative to `DIR/benchmarks`.
 - Training validation: `{SKYSCRIPT_VAL_CSV}` (`filepath,title`), for
   `farslip train --val-data DIR/benchmarks/{SKYSCRIPT_VAL_CSV} --root-val-img-dir DIR/benchmarks`.
 
-## `ovss/`: open-vocabulary segmentation (`farslip eval ... --data-root DIR/ovss`)
+## `ovss/`: open-vocabulary segmentation (`farslip eval segmentation ... --data-root DIR/ovss`)
+
+Three of the registered sets are imitated, so name them:
+
+    farslip eval segmentation --model M --pretrained CKPT --data-root DIR/ovss --datasets {ovss_names}
+    farslip eval all --model M --pretrained CKPT --data-root DIR/benchmarks --seg-data-root DIR/ovss \\
+        --seg-datasets {ovss_names}
 
 Images are PNG; label maps are single-channel uint8 PNG named after the image's stem (iSAID's
 end in `_instance_color_RGB.png`, as mmsegmentation's converted iSAID does). `classes.txt`: one
@@ -449,12 +460,14 @@ def _default_workers() -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="farslip synth", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="farslip synth",
+                                description="Write the synthetic remote-sensing world in every real data "
+                                            "format (RS5M, MGRS, SkyScript benchmarks, OVSS).",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", required=True, help="output folder (created)")
     p.add_argument("--seed", type=int, default=0, help="world seed: same seed, same bytes")
     p.add_argument("--scale", choices=sorted(SCALES), default="small",
-                   help="small: ~500 scenes for tests; medium: ~7000 scenes for the demo")
+                   help="; ".join(f"{name}: {count_tasks(s)} scenes" for name, s in SCALES.items()))
     p.add_argument("--workers", type=int, default=_default_workers(),
                    help="rendering processes (the output does not depend on it)")
     p.add_argument("--overwrite", action=argparse.BooleanOptionalAction, default=False,

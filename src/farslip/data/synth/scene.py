@@ -258,7 +258,7 @@ def render_scene(seed: int, stream: str, index: int, scene_class: str | None = N
     s = float(np.clip(min(width, height) / 256.0, 0.5, 1.6))
     ground, layout = SCENE_RECIPES[scene_class]
     rgb, land, info = ground(rng, height, width, s)
-    canvas = Canvas(np.clip(rgb, 0, 255).astype(np.uint8), land, MARGIN)
+    canvas = Canvas(rgb, land, MARGIN)
     lay = _Layout(rng, canvas, s)
     layout(lay, info)
     image, semantic, instances = canvas.arrays()
