@@ -131,7 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--dist-backend", default=None, help="nccl on CUDA, gloo on CPU by default")
 
     lg = p.add_argument_group("logging and checkpoints")
-    lg.add_argument("--logs", default="./logs/", help="root folder of the runs")
+    lg.add_argument("--logs", "--logs-root", dest="logs", default="./logs/",
+                    help="root folder of the runs (under torchrun >= 2.x spell it --logs-root: "
+                    "torchrun rejects --logs as an abbreviation of its own --logs-specs)")
     lg.add_argument("--name", default=None,
                     help="run folder under --logs (default: date, model, method, lr, batch)")
     lg.add_argument("--resume", default=None, help="checkpoint path, or 'latest' for this run's")
