@@ -14,8 +14,8 @@ import farslip
 from farslip.eval import SEGMENTATION, evaluate_segmentation
 from farslip.eval.datasets import read_class_synonyms
 from farslip.eval.encode import Runtime
-from farslip.eval.segmentation import (Queries, build_queries, class_probabilities, prepare_image, segment_image,
-                                       sliding_logits, window_boxes, window_starts)
+from farslip.eval.segmentation import (Queries, build_queries, class_probabilities, predict_labels, prepare_image,
+                                       segment_image, sliding_logits, window_boxes, window_starts)
 from tests._eval_utils import write_segmentation
 
 RUN = dict(batch_size=4, workers=0, device="cpu", precision="fp32")
@@ -87,11 +87,13 @@ def test_class_score_is_the_max_over_synonyms():
 
 
 @torch.no_grad()
-def test_segment_image_returns_the_original_size(tiny):
+def test_segment_image_and_the_evaluation_shortcut_agree(tiny):
     model, _, queries = tiny
-    image = Image.new("RGB", (70, 45), (20, 120, 30))
+    image = Image.fromarray(np.random.default_rng(2).integers(0, 255, (45, 70, 3), dtype=np.uint8))
     probs = segment_image(model, image, queries, run=Runtime(**RUN))
     assert probs.shape == (3, 45, 70) and torch.isfinite(probs).all()
+    (logits,) = sliding_logits(model, [prepare_image(image, 64)], queries, run=Runtime(**RUN))
+    np.testing.assert_array_equal(predict_labels(logits, queries, (45, 70)), probs.argmax(dim=0).numpy())
 
 
 def test_packaged_class_files_exist_for_every_registered_set():

@@ -8,7 +8,9 @@ padding is cropped off again). Each window gives dense ``segearth`` tokens, whos
 class queries (80 ImageNet templates averaged per synonym) are upsampled bilinearly from the
 patch grid to the window and averaged where windows overlap; the map is upsampled bilinearly to
 the original size, scaled by 50, softmaxed over queries, max-pooled over each class's synonyms
-and argmaxed. mIoU accumulates intersections and unions over the whole data set.
+and argmaxed (the evaluation takes the class of the best upsampled query logit, which is the same
+argmax without building the probability maps). mIoU accumulates intersections and unions over
+the whole data set.
 ``python -m farslip.eval.segmentation`` is ``farslip eval segmentation``.
 """
 from __future__ import annotations
@@ -159,6 +161,13 @@ def class_probabilities(logits: torch.Tensor, queries: Queries, size: tuple[int,
     return torch.stack([probs[queries.query_class == c].amax(dim=0) for c in range(queries.num_classes)])
 
 
+def predict_labels(logits: torch.Tensor, queries: Queries, size: tuple[int, int]) -> np.ndarray:
+    """``class_probabilities(...).argmax(0)`` without materialising the probabilities: x50 and the
+    softmax are monotonic per pixel, so the best class is the class of the best query. uint8 [H, W]."""
+    upsampled = F.interpolate(logits[None], size=size, mode="bilinear", align_corners=False)[0]
+    return queries.query_class[upsampled.argmax(dim=0)].numpy().astype(np.uint8)
+
+
 def segment_image(model, image: Image.Image, queries: Queries, *, last_attn: str = "segearth",
                   run: Runtime = Runtime(), long_side: Optional[int] = None) -> torch.Tensor:
     """Class probabilities [C, H, W] of one PIL image at its own size (the evaluation protocol)."""
@@ -235,7 +244,7 @@ def segment_folder(model, queries: Queries, pairs: Sequence[tuple[Path, Path]], 
             logits = sliding_logits(model, [item[0] for item in group], queries, last_attn=last_attn, run=run,
                                     window=window, stride=stride)
             for (_, labels, index), image_logits in zip(group, logits):
-                pred = class_probabilities(image_logits, queries, labels.shape).argmax(dim=0).numpy().astype(np.uint8)
+                pred = predict_labels(image_logits, queries, labels.shape)
                 scores.update(pred, labels)
                 if len(examples) < num_examples:
                     examples.append(_thumbnail(pairs[index][0], labels, pred))

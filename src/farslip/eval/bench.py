@@ -1,0 +1,110 @@
+"""`python scripts/bench.py eval`: evaluation throughput per task on CPU, random weights.
+
+Runs the evaluators' own steps on the synthetic world's sets, per model: the one-off text side
+(the classification classifier: 2 prompts per class; the OVSS queries: 80 templates per synonym;
+the retrieval captions) and the image side, whose throughput is the number that scales with a
+benchmark's size. Image passes are timed after an untimed warm-up pass. Segmentation counts
+original images (9 windows each at the default long side of 2 x the model's image size).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+
+import farslip
+from farslip.data.csv_data import read_pairs
+from farslip.data.synthetic import write_world
+from farslip.data.transforms import eval_transform
+
+from .classification import PROMPTS
+from .datasets import read_class_synonyms, read_classnames, segmentation_pairs
+from .encode import Runtime, encode_image_files, encode_texts, text_classifier
+from .registry import CLASSIFICATION, RETRIEVAL, SEGMENTATION
+from .segmentation import build_queries, segment_folder, window_size
+
+TASKS = ("classification", "retrieval", "segmentation")
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def measure(model, tokenizer, world: Path, task: str, run: Runtime) -> dict:
+    """Text-side seconds and image-side images/s of ``task`` on its first synthetic set."""
+    transform = eval_transform(model.visual.image_size)
+    if task == "segmentation":
+        spec = SEGMENTATION["OpenEarthMap"]
+        folder = world / "ovss" / spec.dir
+        pairs = segmentation_pairs(folder / "img_dir" / spec.split, folder / "ann_dir" / spec.split, spec.ann_suffix)
+        queries, text_s = _timed(lambda: build_queries(model, tokenizer, read_class_synonyms(folder / "classes.txt"), run))
+        texts = queries.weights.shape[1] * len(OPENAI_IMAGENET_TEMPLATES)
+
+        def images():
+            return segment_folder(model, queries, pairs, reduce_zero_label=spec.reduce_zero_label, last_attn="segearth",
+                                  run=run, long_side=2 * window_size(model), num_examples=0)
+        count = len(pairs)
+    else:
+        spec = CLASSIFICATION["aid"] if task == "classification" else RETRIEVAL["RSICD"]
+        root = world / "benchmarks"
+        items = read_pairs(str(root / spec.csv), caption_column="label" if task == "classification" else spec.caption_key)
+        paths = sorted({root / item.path for item in items})
+        if task == "classification":
+            names = read_classnames(root / spec.classnames)
+            _, text_s = _timed(lambda: text_classifier(model, tokenizer, names, PROMPTS, run))
+            texts = len(names) * len(PROMPTS)
+        else:
+            captions = sorted({spec.prefix + item.caption for item in items})
+            _, text_s = _timed(lambda: encode_texts(model, tokenizer, captions, run, "texts"))
+            texts = len(captions)
+
+        def images():
+            return encode_image_files(model, paths, transform, run, "images")
+        count = len(paths)
+    images()  # warm-up
+    _, image_s = _timed(images)
+    return {"task": task, "texts": texts, "text_seconds": text_s, "images": count, "image_seconds": image_s,
+            "images_per_s": count / image_s}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench.py eval", description=__doc__,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--models", default="ViT-Tiny-8,ViT-Small-8,ViT-B-32", help="comma-separated, random weights")
+    parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated")
+    parser.add_argument("--scale", default="small", choices=("small", "medium"), help="synthetic world size")
+    parser.add_argument("--batch-size", type=int, default=32, help="images (segmentation: windows) per forward")
+    parser.add_argument("--workers", type=int, default=0, help="data loader workers")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--json", default=None, help="also write the rows here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    run = Runtime(args.batch_size, args.workers, args.device, args.precision)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        world = Path(write_world(tmp, scale=args.scale)["root"])
+        for name in args.models.split(","):
+            torch.manual_seed(0)
+            model = farslip.create_model(name, precision=args.precision, device=args.device).eval()
+            tokenizer = farslip.get_tokenizer(model)
+            for task in args.tasks.split(","):
+                rows.append({"model": name, **measure(model, tokenizer, world, task, run)})
+    print(f"device {args.device}, precision {args.precision}, torch threads {torch.get_num_threads()}, "
+          f"batch {args.batch_size}, workers {args.workers}, world {args.scale}\n")
+    print("| model | task | texts | text side (s) | images | image side (s) | images/s |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['model']} | {r['task']} | {r['texts']} | {r['text_seconds']:.2f} | {r['images']} | "
+              f"{r['image_seconds']:.2f} | {r['images_per_s']:.1f} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
