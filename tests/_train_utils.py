@@ -150,11 +150,11 @@ def write_mgrs(folder: Path, items: int = 8, broken: bool = False) -> tuple[str,
     records = []
     for i in range(items):
         name = f"img_{i:03d}.jpg"
-        (imgs / name).write_bytes(_jpeg(i, size=(96, 96)))
+        (imgs / name).write_bytes(_jpeg(i, size=(160, 160)))
         segs = []
-        for j in range(3):
-            x, y = rnd.randrange(0, 40), rnd.randrange(0, 40)
-            box = {"x1": x, "y1": y, "x2": x + 40, "y2": y + 40, "w": 96, "h": 96}
+        for j in range(3):  # 70 x 70 boxes: above the default --min-size 64
+            x, y = rnd.randrange(0, 80), rnd.randrange(0, 80)
+            box = {"x1": x, "y1": y, "x2": x + 70, "y2": y + 70, "w": 160, "h": 160}
             if j == 2:
                 segs.append({"bbox": box, "cap": f"a small thing {i}"})
             else:

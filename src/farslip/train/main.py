@@ -236,6 +236,8 @@ class Trainer:
         num_batches = data.num_batches
         names = [n for n in ("loss", "global_itc", "distill", "local_itc")
                  if n == "loss" or n in args.loss_type]
+        if "local_itc" in names:
+            names.append("local_rows")  # region rows per step (0 rows -> the term is 0)
         sums = torch.zeros(len(names) + 1, dtype=torch.float64)  # + skipped samples
         seen, done, t0 = 0, 0, time.perf_counter()
         for i, batch in enumerate(data.dataloader):

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# FarSLIP stage 2 (the paper's run): farslip2 on MGRS-200k, starting from the stage-1 checkpoint,
+# with Long-CLIP 248-token text as the released FarSLIP2 checkpoints.
+#
+#   scripts/stage2.sh NGPUS /data/mgrs/text_info.json /data/mgrs/global_imgs STAGE1_CKPT [-- extra flags]
+#
+# STAGE1_CKPT is e.g. logs/farslip1-ViT-B-16/checkpoints/epoch_1.pt. Environment: MODEL
+# (ViT-B-16; must match stage 1), NAME (farslip2-$MODEL), LOGS (./logs), NNODES/NODE_RANK/
+# MASTER_ADDR/MASTER_PORT for multi-node torchrun. QuickGELU is passed explicitly: a checkpoint
+# path does not imply it the way --pretrained openai does.
+set -euo pipefail
+if [ $# -lt 4 ]; then sed -n '2,10p' "$0"; exit 2; fi
+NGPUS=$1; JSON=$2; IMGS=$3; STAGE1=$4; shift 4
+[ "${1:-}" = "--" ] && shift
+[ -f "$STAGE1" ] || { echo "stage2.sh: no stage-1 checkpoint at $STAGE1" >&2; exit 2; }
+MODEL=${MODEL:-ViT-B-16}
+NAME=${NAME:-farslip2-$MODEL}
+cd "$(dirname "$0")/.."
+exec torchrun --nnodes="${NNODES:-1}" --node_rank="${NODE_RANK:-0}" \
+  --master_addr="${MASTER_ADDR:-127.0.0.1}" --master_port="${MASTER_PORT:-29500}" \
+  --nproc_per_node="$NGPUS" -m open_clip_train.main \
+  --train-dataset-name MGRS --root-train-img-dir "$IMGS" --train-data "$JSON" \
+  --train-dataset-type json --method farslip2 --local-method randomcrops --warmup 250 \
+  --batch-size 10 --lr 4e-9 --wd 1.0 --epochs 10 --model "$MODEL" \
+  --loss-type global_itc distill local_itc --distill-align roi2pooled --local-itc-align cls \
+  --pretrained "$STAGE1" --force-quick-gelu --long-text \
+  --logs-root "${LOGS:-./logs}" --name "$NAME" "$@"
