@@ -32,10 +32,10 @@ class Runtime:
         return get_autocast(self.precision, device_type=device_type)() if self.precision.startswith("amp") \
             else contextlib.nullcontext()
 
-    def input_dtype(self, model: torch.nn.Module) -> torch.dtype:
-        """The dtype images must have: the model's own for pure fp16/bf16, else float32."""
-        return next(model.parameters()).dtype if self.precision in ("fp16", "bf16", "pure_fp16", "pure_bf16") \
-            else torch.float32
+    @staticmethod
+    def input_dtype(model: torch.nn.Module) -> torch.dtype:
+        """The dtype images must have: the model's own (half/bfloat16 when cast, else float32)."""
+        return next(model.parameters()).dtype
 
 
 @torch.no_grad()

@@ -221,7 +221,10 @@ def _thumbnail(image_path: Path, labels: np.ndarray, pred: np.ndarray) -> dict:
         scale = min(1.0, EXAMPLE_SIDE / max(image.size))
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
         rgb = np.asarray(image.convert("RGB").resize(size, Image.BILINEAR))
-    shrink = lambda a: np.asarray(Image.fromarray(a).resize(size, Image.NEAREST))  # noqa: E731
+
+    def shrink(labels_or_pred: np.ndarray) -> np.ndarray:
+        return np.asarray(Image.fromarray(labels_or_pred).resize(size, Image.NEAREST))
+
     return {"file": image_path.name, "image": rgb, "truth": shrink(labels), "prediction": shrink(pred)}
 
 
