@@ -58,6 +58,8 @@ class Scale:
 
 
 SCALES: dict[str, Scale] = {
+    "tiny": Scale(rs5m_shards=1, rs5m_per_shard=6, rs5m_val=4, mgrs=6, classification=4, retrieval=4,
+                  skyscript_val=4, ovss=2),
     "small": Scale(rs5m_shards=2, rs5m_per_shard=16, rs5m_val=16, mgrs=32, classification=24,
                    retrieval=24, skyscript_val=24, ovss=6),
     "medium": Scale(rs5m_shards=4, rs5m_per_shard=375, rs5m_val=200, mgrs=1000, classification=200,

@@ -162,9 +162,9 @@ def _river(lay: _Layout, info: dict) -> None:
     if rng.random() < 0.8:
         length = c.height if info["vertical"] else c.width
         at = int(rng.integers(int(0.2 * length), int(0.8 * length)))
-        thickness = obj._size(rng, 16, 24, s)
-        lo = int(info["centre"][at: at + thickness].min() - info["half_width"] - obj._size(rng, 10, 18, s))
-        hi = int(info["centre"][at: at + thickness].max() + info["half_width"] + obj._size(rng, 10, 18, s))
+        thickness = obj._size(rng, 26, 38, s)  # most bridges pass the 64 x 64 px region filter
+        lo = int(info["centre"][at: at + thickness].min() - info["half_width"] - obj._size(rng, 14, 26, s))
+        hi = int(info["centre"][at: at + thickness].max() + info["half_width"] + obj._size(rng, 14, 26, s))
         rect = (lo, at, hi, at + thickness - 1) if info["vertical"] else (at, lo, at + thickness - 1, hi)
         colour = obj._colour(rng, "bridge")
         body = [("rect", rect)]
