@@ -130,7 +130,9 @@ class _Renderer:
 
     def __init__(self, seed: int, workers: int, total: int, progress: bool) -> None:
         self.seed = seed
-        self.pool = multiprocessing.get_context("fork").Pool(workers) if workers > 1 else None
+        # fork starts workers without re-importing torch; elsewhere the platform default works too.
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+        self.pool = multiprocessing.get_context(method).Pool(workers) if workers > 1 else None
         self.bar = tqdm(total=total, desc="synth", unit="scene", disable=not progress)
 
     def __call__(self, tasks: list[Task]) -> Iterator[Product]:
@@ -371,6 +373,7 @@ def write_world(out_dir: str | os.PathLike, seed: int = 0, scale: str | Scale = 
     paths.update(benchmarks=str(bench), skyscript_val_csv=str(bench / SKYSCRIPT_VAL_CSV),
                  ovss=str(root / "ovss"), readme=str(root / "README.md"), counts=counts)
     write_text(root / "README.md", readme_text(seed, scale, sizes))
+    log.info("synthetic world (seed %d, scale %s) written to %s", seed, scale, root)
     return paths
 
 

@@ -36,12 +36,14 @@ def shade(colour: str, factor: float) -> RGB:
     return tuple(int(v) for v in np.clip(out, 0, 255))
 
 
-def _colour(rng: np.random.Generator, category: str) -> str:
+def pick_colour(rng: np.random.Generator, category: str) -> str:
+    """One of the category's colour names (``CATEGORY_COLOURS``), drawn from ``rng``."""
     choices = CATEGORY_COLOURS[category]
     return choices[int(rng.integers(len(choices)))]
 
 
-def _size(rng: np.random.Generator, lo: float, hi: float, s: float) -> int:
+def size(rng: np.random.Generator, lo: float, hi: float, s: float) -> int:
+    """A length drawn in [lo, hi) px at scale 1, times the scene scale ``s``, at least 2 px."""
     return max(2, int(round(rng.uniform(lo, hi) * s)))
 
 
@@ -50,7 +52,8 @@ def _rect(cx: int, cy: int, w: int, h: int) -> tuple[int, int, int, int]:
     return x0, y0, x0 + w - 1, y0 + h - 1
 
 
-def _shift(shapes: list[Shape], dx: int, dy: int) -> list[Shape]:
+def shift(shapes: list[Shape], dx: int, dy: int) -> list[Shape]:
+    """The primitives moved by (dx, dy) px (shadows)."""
     out: list[Shape] = []
     for kind, spec in shapes:
         if kind == "poly":
@@ -69,34 +72,34 @@ def _poly(points: np.ndarray, cx: int, cy: int, angle: float) -> Shape:
 
 def building(rng: np.random.Generator, cx: int, cy: int, s: float) -> Design:
     """A flat rectangle roof with a darker ridge line and a shadow to the lower right."""
-    colour = _colour(rng, "building")
-    w, h = _size(rng, 60, 104, s), _size(rng, 56, 96, s)
+    colour = pick_colour(rng, "building")
+    w, h = size(rng, 60, 104, s), size(rng, 56, 96, s)
     box = _rect(cx, cy, w, h)
     body = [("rect", box)]
     t = max(1, int(2 * s))
     ridge = (box[0] + 3, cy - t, box[2] - 3, cy + t) if w >= h else (cx - t, box[1] + 3, cx + t, box[3] - 3)
     d = max(2, int(5 * s))
-    return Design(body, colour, _shift(body, d, d), [([("rect", ridge)], shade(colour, 0.7))])
+    return Design(body, colour, shift(body, d, d), [([("rect", ridge)], shade(colour, 0.7))])
 
 
 def storage_tank(rng: np.random.Generator, cx: int, cy: int, s: float, diameter: int | None = None) -> Design:
     """A round white tank with a gray ring on its roof and a crescent shadow."""
-    colour = _colour(rng, "storage tank")
-    d = diameter if diameter is not None else _size(rng, 56, 92, s)
+    colour = pick_colour(rng, "storage tank")
+    d = diameter if diameter is not None else size(rng, 56, 92, s)
     box = _rect(cx, cy, d, d)
     body = [("ellipse", box)]
     inset = max(2, d // 7)
     ring = ("ellipse", (box[0] + inset, box[1] + inset, box[2] - inset, box[3] - inset))
     inner = ("ellipse", (box[0] + 2 * inset, box[1] + 2 * inset, box[2] - 2 * inset, box[3] - 2 * inset))
     off = max(2, int(4 * s))
-    return Design(body, colour, _shift(body, off, off),
+    return Design(body, colour, shift(body, off, off),
                   [([ring], (176, 176, 176)), ([inner], shade(colour, 0.97))])
 
 
 def car(rng: np.random.Generator, cx: int, cy: int, s: float, vertical: bool | None = None) -> Design:
     """A small rounded rectangle with a dark windscreen."""
-    colour = _colour(rng, "car")
-    length, width = _size(rng, 20, 26, s), _size(rng, 10, 13, s)
+    colour = pick_colour(rng, "car")
+    length, width = size(rng, 20, 26, s), size(rng, 10, 13, s)
     if vertical is None:
         vertical = bool(rng.random() < 0.5)
     w, h = (width, length) if vertical else (length, width)
@@ -111,8 +114,8 @@ def car(rng: np.random.Generator, cx: int, cy: int, s: float, vertical: bool | N
 
 def airplane(rng: np.random.Generator, cx: int, cy: int, s: float) -> Design:
     """Fuselage, swept wings and tailplane, heading in one of eight directions."""
-    colour = _colour(rng, "airplane")
-    span = _size(rng, 70, 124, s)
+    colour = pick_colour(rng, "airplane")
+    span = size(rng, 70, 124, s)
     length = span * rng.uniform(0.9, 1.05)
     f = 0.07 * span
     fuselage = np.array([(-f, -length / 2), (f, -length / 2), (f, length / 2), (-f, length / 2)])
@@ -123,13 +126,13 @@ def airplane(rng: np.random.Generator, cx: int, cy: int, s: float) -> Design:
     angle = float(rng.integers(8)) * np.pi / 4
     body = [_poly(part, cx, cy, angle) for part in (fuselage, wings, tail)]
     off = max(3, int(8 * s))
-    return Design(body, colour, _shift(body, off, off), [])
+    return Design(body, colour, shift(body, off, off), [])
 
 
 def ship(rng: np.random.Generator, cx: int, cy: int, s: float) -> Design:
     """A pointed hull with a gray superstructure, at any heading."""
-    colour = _colour(rng, "ship")
-    length = _size(rng, 64, 124, s)
+    colour = pick_colour(rng, "ship")
+    length = size(rng, 64, 124, s)
     half = length * rng.uniform(0.12, 0.16)
     hull = np.array([(0, -length / 2), (half, -length / 2 + 2 * half), (half, length / 2),
                      (-half, length / 2), (-half, -length / 2 + 2 * half)])
@@ -141,7 +144,7 @@ def ship(rng: np.random.Generator, cx: int, cy: int, s: float) -> Design:
 
 def swimming_pool(rng: np.random.Generator, cx: int, cy: int, s: float) -> Design:
     """A cyan rounded rectangle with a lighter inner basin."""
-    w, h = _size(rng, 44, 72, s), _size(rng, 32, 54, s)
+    w, h = size(rng, 44, 72, s), size(rng, 32, 54, s)
     if rng.random() < 0.5:
         w, h = h, w
     box = _rect(cx, cy, w, h)
@@ -153,19 +156,19 @@ def swimming_pool(rng: np.random.Generator, cx: int, cy: int, s: float) -> Desig
 
 def tree(rng: np.random.Generator, cx: int, cy: int, s: float) -> Design:
     """A round dark-green crown with a highlight and a shadow."""
-    d = _size(rng, 18, 42, s)
+    d = size(rng, 18, 42, s)
     box = _rect(cx, cy, d, d)
     hl = max(2, d // 3)
     highlight = ("ellipse", (box[0] + d // 5, box[1] + d // 5, box[0] + d // 5 + hl, box[1] + d // 5 + hl))
     off = max(2, d // 5)
     body = [("ellipse", box)]
-    return Design(body, "dark green", _shift(body, off, off), [([highlight], (58, 120, 56))])
+    return Design(body, "dark green", shift(body, off, off), [([highlight], (58, 120, 56))])
 
 
 def tennis_court(rng: np.random.Generator, cx: int, cy: int, s: float) -> Design:
     """A green or blue court with white boundary lines and a net."""
-    colour = _colour(rng, "tennis court")
-    w, h = _size(rng, 44, 56, s), _size(rng, 84, 104, s)
+    colour = pick_colour(rng, "tennis court")
+    w, h = size(rng, 44, 56, s), size(rng, 84, 104, s)
     vertical = bool(rng.random() < 0.5)
     if not vertical:
         w, h = h, w

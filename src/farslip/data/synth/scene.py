@@ -112,7 +112,7 @@ class _Layout:
         vertical = bool(self.rng.random() < 0.5)
         for _ in range(count):
             across = self.canvas.width if vertical else self.canvas.height
-            thickness = obj._size(self.rng, 16, 26, self.s)
+            thickness = obj.size(self.rng, 16, 26, self.s)
             start = int(self.rng.integers(int(0.2 * across), int(0.8 * across) - thickness))
             self.draw("road", obj.road(self.canvas.width, self.canvas.height, vertical, start, thickness, self.s), road=True)
             out.append((vertical, start, thickness))
@@ -131,9 +131,9 @@ class _Layout:
                          builder=lambda rng, cx, cy, s: obj.car(rng, cx, cy, s, vertical=vertical))
 
 
-F, W_, SAND, WATER, GRASS, PAVE = range(len(LAND_COVERS))
+F, WATER, GRASS, PAVE = tex.FARMLAND, tex.WATER, tex.GRASS, tex.PAVEMENT
 ALL_LAND = tuple(range(len(LAND_COVERS)))
-DRY_LAND = (F, W_, SAND, GRASS, PAVE)
+DRY_LAND = tuple(i for i in ALL_LAND if i != WATER)
 
 
 def _farmland(lay: _Layout, info: dict) -> None:
@@ -162,14 +162,14 @@ def _river(lay: _Layout, info: dict) -> None:
     if rng.random() < 0.8:
         length = c.height if info["vertical"] else c.width
         at = int(rng.integers(int(0.2 * length), int(0.8 * length)))
-        thickness = obj._size(rng, 26, 38, s)  # most bridges pass the 64 x 64 px region filter
-        lo = int(info["centre"][at: at + thickness].min() - info["half_width"] - obj._size(rng, 14, 26, s))
-        hi = int(info["centre"][at: at + thickness].max() + info["half_width"] + obj._size(rng, 14, 26, s))
+        thickness = obj.size(rng, 26, 38, s)  # most bridges pass the 64 x 64 px region filter
+        lo = int(info["centre"][at: at + thickness].min() - info["half_width"] - obj.size(rng, 14, 26, s))
+        hi = int(info["centre"][at: at + thickness].max() + info["half_width"] + obj.size(rng, 14, 26, s))
         rect = (lo, at, hi, at + thickness - 1) if info["vertical"] else (at, lo, at + thickness - 1, hi)
-        colour = obj._colour(rng, "bridge")
+        colour = obj.pick_colour(rng, "bridge")
         body = [("rect", rect)]
         d = max(2, int(5 * s))
-        lay.draw("bridge", obj.Design(body, colour, obj._shift(body, d, d), []))
+        lay.draw("bridge", obj.Design(body, colour, obj.shift(body, d, d), []))
     lay.scatter("tree", int(rng.integers(0, 6)), (GRASS,))
     lay.scatter("ship", int(rng.integers(0, 2)), (WATER,), gap=4)
 
@@ -200,7 +200,7 @@ def _parking(lay: _Layout, info: dict) -> None:
 def _tanks(lay: _Layout, info: dict) -> None:
     c, rng, s = lay.canvas, lay.rng, lay.s
     roads = lay.roads(1) if rng.random() < 0.5 else []
-    d = obj._size(rng, 52, 84, s)
+    d = obj.size(rng, 52, 84, s)
     pitch = int(d * rng.uniform(1.25, 1.5))
     ox, oy = int(rng.integers(d // 2, pitch)), int(rng.integers(d // 2, pitch))
     for cy in range(oy, c.height + d // 3, pitch):
