@@ -121,3 +121,12 @@ def test_long_text_model_tokenises_at_248(bench):
     assert tokenizer(["a satellite image"]).shape[-1] == 248
     result = evaluate_retrieval(model, tokenizer, bench, ["RSICD"], **RUN)
     assert 0.0 <= result["mean_mean_recall"] <= 100.0
+
+
+@pytest.mark.parametrize("precision", ["bf16", "amp_bf16"])
+def test_reduced_precision_runs_end_to_end(bench, precision):
+    """A bf16-cast model gets bf16 images; autocast runs an fp32 model in bf16: both must work."""
+    model = farslip.create_model("ViT-Tiny-8", precision=precision).eval()
+    result = evaluate_classification(model, farslip.get_tokenizer(model), bench, ["aid"],
+                                     **{**RUN, "precision": precision})
+    assert result["datasets"]["aid"]["num_images"] == 6 and 0.0 <= result["mean_top1"] <= 100.0

@@ -135,3 +135,11 @@ def test_unregistered_folder_and_missing_split(tmp_path, tiny):
     assert result["datasets"]["MySet"]["reduce_zero_label"] is False
     with pytest.raises(Exception, match=str(Path(root / "MySet" / "img_dir" / "val"))):
         evaluate_segmentation(model, tokenizer, None, seg_dir=root / "MySet", classes=classes, **RUN)
+
+
+def test_bf16_model_segments(tmp_path):
+    model = farslip.create_model("ViT-Tiny-8", precision="bf16").eval()
+    root = write_segmentation(tmp_path)
+    result = evaluate_segmentation(model, farslip.get_tokenizer(model), root, ["LoveDA"],
+                                   **{**RUN, "precision": "bf16"})
+    assert 0.0 <= result["mean_mIoU"] <= 100.0

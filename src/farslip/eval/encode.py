@@ -1,13 +1,13 @@
 """Batched, precision-aware encoding of image files and texts, shared by the three evaluations."""
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, ContextManager, Sequence
 
 import torch
 import torch.nn.functional as F
+from open_clip import get_input_dtype
 from open_clip.zero_shot_classifier import build_zero_shot_classifier
 from open_clip_train.precision import get_autocast
 from torch.utils.data import DataLoader
@@ -28,14 +28,12 @@ class Runtime:
     precision: str = "fp32"
 
     def autocast(self) -> ContextManager:
-        device_type = torch.device(self.device).type
-        return get_autocast(self.precision, device_type=device_type)() if self.precision.startswith("amp") \
-            else contextlib.nullcontext()
+        return get_autocast(self.precision, device_type=torch.device(self.device).type)()
 
-    @staticmethod
-    def input_dtype(model: torch.nn.Module) -> torch.dtype:
-        """The dtype images must have: the model's own (half/bfloat16 when cast, else float32)."""
-        return next(model.parameters()).dtype
+    @property
+    def input_dtype(self) -> torch.dtype:
+        """The dtype images must have (open_clip's rule: half/bfloat16 for a cast model, else float32)."""
+        return get_input_dtype(self.precision) or torch.float32
 
 
 @torch.no_grad()
@@ -44,7 +42,7 @@ def encode_image_files(model, paths: Sequence[Path], transform: Callable, run: R
     loader = DataLoader(ImageFiles(paths, transform), batch_size=run.batch_size, shuffle=False,
                         num_workers=run.workers, pin_memory=torch.device(run.device).type == "cuda")
     out = []
-    dtype = run.input_dtype(model)
+    dtype = run.input_dtype
     for images, _ in tqdm(loader, desc=desc, unit="batch", leave=False):
         with run.autocast():
             features = model.encode_image(images.to(run.device, dtype=dtype, non_blocking=True))

@@ -111,7 +111,7 @@ def window_logits(model, windows: torch.Tensor, queries: Queries, last_attn: str
     """Cosine of each dense token to each query, upsampled to the window: [N, Q, window, window]."""
     grid_h, grid_w = model.visual.grid_size
     with run.autocast():
-        _, tokens = farslip.encode_dense(model, windows.to(run.device, dtype=run.input_dtype(model)),
+        _, tokens = farslip.encode_dense(model, windows.to(run.device, dtype=run.input_dtype),
                                          last_attn=last_attn, need=("tokens",))
     cosine = F.normalize(tokens.float(), dim=-1) @ queries.weights  # [N, P, Q]
     grid = cosine.transpose(1, 2).reshape(len(windows), -1, grid_h, grid_w)
