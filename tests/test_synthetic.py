@@ -375,6 +375,15 @@ def test_refuses_to_overwrite_without_flag(world):
         write_world(world["root"], seed=SEED, scale="small")
 
 
+def test_overwrite_never_deletes_a_folder_that_is_not_a_world(tmp_path):
+    keep = tmp_path / "benchmarks" / "mine.txt"
+    keep.parent.mkdir()
+    keep.write_text("user data")
+    with pytest.raises(FileExistsError, match="refusing"):
+        write_world(tmp_path, scale="tiny", overwrite=True)
+    assert keep.read_text() == "user data"
+
+
 def test_cli_same_seed_gives_identical_bytes_with_workers(tmp_path, capsys):
     out = tmp_path / "cli"
     assert main(["--out", str(out), "--seed", "5", "--scale", "tiny", "--workers", "2", "--no-progress"]) == 0
@@ -384,6 +393,9 @@ def test_cli_same_seed_gives_identical_bytes_with_workers(tmp_path, capsys):
     first, second = _hashes(out), _hashes(Path(again["root"]))
     assert len(first) > 80
     assert first == second
+    assert main(["--out", str(out), "--seed", "5", "--scale", "tiny", "--workers", "1", "--no-progress"]) == 1
+    assert main(["--out", str(out), "--seed", "5", "--scale", "tiny", "--overwrite", "--no-progress"]) == 0
+    assert _hashes(out) == first
     other = write_world(tmp_path / "other", seed=6, scale="tiny")
     third = _hashes(Path(other["root"]))
     images = [p for p in first if p.endswith((".jpg", ".png"))]

@@ -21,6 +21,7 @@ import logging
 import multiprocessing
 import os
 import shutil
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -38,9 +39,13 @@ from .synth.writers import atomic_write, encode_jpeg, encode_png, tar_bytes, wri
 
 log = logging.getLogger(__name__)
 
+__all__ = ["OBJECT_CATEGORIES", "SCALES", "SCENE_CLASSES", "Scale", "main", "mgrs_image_path", "render_scene",
+           "write_world"]
+
 RS5M_PREFIXES = ("pub11", "rs3")
 # Sub-folders of the output directory that ``write_world`` owns (and replaces with overwrite=True).
 OWNED = ("rs5m", "rs5m_faulty", "mgrs", "mgrs_faulty", "benchmarks", "ovss", "README.md")
+README_TITLE = "# Synthetic remote-sensing world"  # first line of DIR/README.md: marks a world
 
 
 @dataclass(frozen=True)
@@ -344,8 +349,11 @@ def write_world(out_dir: str | os.PathLike, seed: int = 0, scale: str | Scale = 
     root = Path(out_dir)
     existing = [root / name for name in OWNED if (root / name).exists()]
     if existing and not overwrite:
-        raise FileExistsError(f"{root} already holds a synthetic world ({existing[0].name}); "
-                              "pass overwrite=True (--overwrite) to replace it")
+        raise FileExistsError(f"{root} already holds {existing[0].name}; pass overwrite=True (--overwrite) "
+                              "to replace a synthetic world there")
+    if existing and not _holds_world(root):
+        raise FileExistsError(f"{root} holds {existing[0].name} but no synthetic-world README.md: "
+                              "refusing to delete anything there; choose an empty --out")
     for path in existing:
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     root.mkdir(parents=True, exist_ok=True)
@@ -377,6 +385,11 @@ def write_world(out_dir: str | os.PathLike, seed: int = 0, scale: str | Scale = 
     return paths
 
 
+def _holds_world(root: Path) -> bool:
+    readme = root / "README.md"
+    return readme.is_file() and readme.read_text(encoding="utf-8", errors="replace").startswith(README_TITLE)
+
+
 def readme_text(seed: int, scale: str, s: Scale) -> str:
     """The DIR/README.md written next to the data: what each folder is and what reads it."""
     n_train = len(RS5M_PREFIXES) * s.rs5m_shards * s.rs5m_per_shard
@@ -392,7 +405,7 @@ def readme_text(seed: int, scale: str, s: Scale) -> str:
         for o in OVSS_SETS)
     command = (f"`farslip synth --out DIR --seed {seed} --scale {scale}`" if scale in SCALES
                else f"`farslip.data.synthetic.write_world(DIR, seed={seed}, scale=Scale(...))`")
-    return f"""# Synthetic remote-sensing world (seed {seed}, scale `{scale}`)
+    return f"""{README_TITLE} (seed {seed}, scale `{scale}`)
 
 Written by {command}. Every image is a procedural
 top-down scene with known truth: a scene class out of {len(SCENE_CLASSES)}
@@ -489,7 +502,7 @@ def main(argv: Iterable[str] | None = None) -> int:
         paths = write_world(args.out, seed=args.seed, scale=args.scale, workers=max(1, args.workers),
                             overwrite=args.overwrite, progress=args.progress)
     except FileExistsError as err:
-        print(f"farslip synth: {err}")
+        print(f"farslip synth: {err}", file=sys.stderr)
         return 1
     counts = paths["counts"]
     print(f"synthetic world (seed {args.seed}, scale {args.scale}) written to {paths['root']} "
