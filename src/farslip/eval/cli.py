@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 PRECISIONS = ("fp32", "fp16", "bf16", "amp", "amp_bf16")
 
 
-def _model_args(parser: argparse.ArgumentParser) -> None:
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    """The model flags every command that loads a model shares (see :func:`model_from_args`)."""
     group = parser.add_argument_group("model")
     group.add_argument("--model", required=True,
                        help="a named checkpoint (FarSLIP1-ViT-B-32, FarSLIP2-ViT-B-16, ...; see `farslip models`) "
@@ -126,11 +127,19 @@ def build_parser() -> argparse.ArgumentParser:
     every.add_argument("--tasks", default=",".join(TASKS), help="which of the three to run")
 
     for p in (cls, ret, seg, every):
-        _model_args(p)
+        add_model_args(p)
         _run_args(p)
     for p in (seg, every):
         _segmentation_args(p)
     return parser
+
+
+def model_from_args(args: argparse.Namespace):
+    """``(model, tokenizer)`` from the flags of :func:`add_model_args`, the model in eval mode."""
+    model = farslip.create_model(args.model, args.pretrained, force_quick_gelu=args.force_quick_gelu,
+                                 long_text=args.long_text, precision=args.precision, device=args.device,
+                                 cache_dir=args.cache_dir, allow_unsafe=args.unsafe_load).eval()
+    return model, farslip.get_tokenizer(model)
 
 
 def file_sha256(path: Path) -> str:
@@ -218,10 +227,7 @@ def _evaluate(args: argparse.Namespace, argv: list[str]) -> int:
     runs = _task_runs(args)
     started = datetime.now(timezone.utc)
     clock = time.perf_counter()
-    model = farslip.create_model(args.model, args.pretrained, force_quick_gelu=args.force_quick_gelu,
-                                 long_text=args.long_text, precision=args.precision, device=args.device,
-                                 cache_dir=args.cache_dir, allow_unsafe=args.unsafe_load)
-    tokenizer = farslip.get_tokenizer(model)
+    model, tokenizer = model_from_args(args)
     results: dict = {"model": model_info(args, model), "command": ["farslip", "eval", *argv],
                      "settings": {k: v for k, v in vars(args).items() if k not in ("model", "pretrained")},
                      "started": started.isoformat(timespec="seconds")}
