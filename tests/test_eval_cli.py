@@ -31,7 +31,7 @@ def _metrics(path: Path) -> dict:
 
 
 def test_eval_all_on_the_synthetic_world(tmp_path):
-    world = Path(write_world(tmp_path / "world", scale="small")["root"])
+    world = Path(write_world(tmp_path / "world", scale="tiny")["root"])
     out = tmp_path / "out"
     status = farslip_main(["eval", "all", *FAST, "--data-root", str(world / "benchmarks"),
                            "--seg-data-root", str(world / "ovss"), "--cls-datasets", "aid,eurosat",
