@@ -95,7 +95,7 @@ def chance_levels(world: dict) -> dict[str, float]:
         recalls = []
         for column, n_keys in ((0, n_txt), (1, n_img)):  # image->text queries count their captions
             positives = torch.bincount(pairs[:, column]).tolist()
-            for k in (1, 5, 10):
+            for k in (min(k, n_keys) for k in (1, 5, 10)):  # the evaluator clamps k to the key count
                 recalls.append(100 * float(np.mean([1 - math.comb(n_keys - p, k) / math.comb(n_keys, k)
                                                      for p in positives])))
         ret.append(float(np.mean(recalls)))
