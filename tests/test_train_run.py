@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+import open_clip
 import pytest
 import torch
 
@@ -58,6 +59,8 @@ def test_stage1_then_stage2_with_bad_samples(tmp_path):
     assert saved["epoch"] == 1 and saved["step"] == 5 and saved["name"] == "s1"
     assert not any(k.startswith("module.") for k in saved["state_dict"])
     assert farslip.load_checkpoint(farslip.create_model(MODEL), str(ckpt)) is not None
+    stock = open_clip.create_model(MODEL)  # the config is registered by `import farslip`
+    stock.load_state_dict(saved["state_dict"], strict=True)
 
     js, imgs = write_mgrs(tmp_path / "mgrs", broken=True)
     assert train_main.main(stage2_flags(tmp_path, js, imgs, "s2", "--pretrained", str(ckpt))) == 0
@@ -162,3 +165,13 @@ def test_help_shows_defaults_and_off_switches(capsys):
                    "--no-long-text", "--EMA-momentum", "(default: openai)", "(default: 0.1)",
                    "(default: segearth)", "(default: roi2pooled)"):
         assert needle in text, needle
+
+
+def test_report_to_without_the_package_fails_before_training(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
+    js, imgs = write_mgrs(tmp_path / "mgrs")
+    with pytest.raises(SystemExit, match="pip install tensorboard"):
+        train_main.main(stage2_flags(tmp_path, js, imgs, "tb", "--report-to", "tensorboard"))
+    assert not (tmp_path / "logs" / "tb" / "checkpoints" / "epoch_latest.pt").exists()

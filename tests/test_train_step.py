@@ -259,3 +259,15 @@ def test_batch_without_any_views_trains_with_zero_local_losses(tmp_path):
     terms = tr.train_step(batch)
     assert terms["distill"].item() == 0.0 and terms["local_itc"].item() == 0.0
     assert terms["loss"].item() == pytest.approx(terms["global_itc"].item())
+
+
+def test_grad_checkpointing_gives_the_same_step(tmp_path):
+    """Activation checkpointing (dense path included) changes memory, not the numbers."""
+    flags = ("--method", "farslip2", "--local-itc-align", "pooled", "--lr", "1e-3")
+    plain, ckpt = _trainer(tmp_path, *flags), _trainer(tmp_path, *flags, "--grad-checkpointing")
+    assert ckpt.model.visual.transformer.grad_checkpointing
+    batch = make_batch(plain.model)
+    a, b = plain.train_step(batch), ckpt.train_step(batch)
+    assert a["loss"].item() == pytest.approx(b["loss"].item(), rel=1e-6)
+    for (name, p), q in zip(plain.model.named_parameters(), ckpt.model.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-7, msg=lambda m: f"{name}: {m}")

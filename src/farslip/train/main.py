@@ -360,6 +360,7 @@ def run(args: argparse.Namespace) -> int:
             for key in sorted(vars(args)):
                 handle.write(f"{key}: {getattr(args, key)}\n")
     log.info("run %s on %s, world size %d", args.name, device, args.world_size)
+    tb, wandb = report_writers(args, run_dir) if master else (None, None)
     seed_everything(args.seed, args.rank)
     trainer = Trainer(args, device, run_dir)
     image_size = trainer.model.visual.image_size
@@ -368,7 +369,6 @@ def run(args: argparse.Namespace) -> int:
     val = (get_val_data(args, eval_transform(image_size), trainer.tokenizer) if master else None)
     total_steps = data.num_batches * args.epochs
     scheduler = cosine_lr(trainer.optimizer, args.lr, args.warmup, total_steps)
-    tb, wandb = report_writers(args, run_dir) if master else (None, None)
     log.info("%d samples, %d steps per epoch per rank, %d epochs, %d steps in all",
              data.num_samples, data.num_batches, args.epochs, total_steps)
     for epoch in range(trainer.start_epoch, args.epochs):
