@@ -113,3 +113,15 @@ def test_module_entry_points_and_seed_wrappers(bench, tmp_path):
     # the wrappers hold nothing pytest would collect
     for module in (test_scene_classification, test_retrieval):
         assert not [n for n in vars(module) if n.lower().startswith("test")]
+
+
+def test_seed_module_path_runs_from_a_checkout():
+    """`python -m tests.test_scene_classification --help` from the repository root, as the seed's README runs it."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-m", "tests.test_scene_classification", "--help"], cwd=root,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "--model-arch" in done.stdout and "--data-root" in done.stdout

@@ -143,3 +143,16 @@ def test_bf16_model_segments(tmp_path):
     result = evaluate_segmentation(model, farslip.get_tokenizer(model), root, ["LoveDA"],
                                    **{**RUN, "precision": "bf16"})
     assert 0.0 <= result["mean_mIoU"] <= 100.0
+
+
+@torch.no_grad()
+def test_last_attn_variant_reaches_the_model(tiny):
+    model, _, queries = tiny
+    image = prepare_image(Image.fromarray(np.random.default_rng(3).integers(0, 255, (32, 32, 3), dtype=np.uint8)), 32)
+    (segearth,) = sliding_logits(model, [image], queries, last_attn="segearth", run=Runtime(**RUN))
+    (vanilla,) = sliding_logits(model, [image], queries, last_attn="vanilla", run=Runtime(**RUN))
+    _, tokens = farslip.encode_dense(model, image[None], last_attn="vanilla", need=("tokens",))
+    cosine = F.normalize(tokens[0], dim=-1) @ queries.weights
+    expected = F.interpolate(cosine.T.reshape(1, -1, 4, 4), size=(32, 32), mode="bilinear", align_corners=False)[0]
+    torch.testing.assert_close(vanilla, expected, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(segearth, vanilla)
