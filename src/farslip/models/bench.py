@@ -2,7 +2,8 @@
 
 Measured in one run, reported as ratios: the fused segearth attention (one SDPA call over the
 stacked q/k/v terms) against three separate SDPA calls and against explicit softmax attention,
-and asking for one branch of the last block against asking for both.
+asking for one branch of the last block against asking for both, and the text tower on 80
+prompts trimmed to their longest one (``farslip.encode_text``) against the full context.
 """
 from __future__ import annotations
 
@@ -13,8 +14,11 @@ import time
 import torch
 import torch.nn.functional as F
 
-from .dense import _split_heads, encode_dense
-from .factory import create_model
+from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+
+from .dense import _split_heads, dense_block, encode_dense
+from .factory import create_model, get_tokenizer
+from .text import encode_text
 
 
 def _timeit(fn, repeat: int) -> float:
@@ -62,26 +66,30 @@ def main(argv: list[str] | None = None) -> int:
             for block in list(model.visual.transformer.resblocks)[:-1]:
                 x = block(x)
             last = model.visual.transformer.resblocks[-1]
-            from .dense import dense_block
-
             t_fused = _timeit(lambda: dense_block(last, x, "segearth"), args.repeat)
             t_unfused = _timeit(lambda: _segearth_unfused(last, x), args.repeat)
             t_explicit = _timeit(lambda: _segearth_explicit(last, x), args.repeat)
             t_both = _timeit(lambda: encode_dense(model, images, need=("cls", "tokens")), args.repeat)
             t_tokens = _timeit(lambda: encode_dense(model, images, need=("tokens",)), args.repeat)
             t_cls = _timeit(lambda: model.encode_image(images), args.repeat)
+            prompts = get_tokenizer(model)([t("a storage tank") for t in OPENAI_IMAGENET_TEMPLATES])
+            t_text_full = _timeit(lambda: model.encode_text(prompts), args.repeat)
+            t_text_trim = _timeit(lambda: encode_text(model, prompts), args.repeat)
         rows.append(dict(model=name, batch=args.batch_size, segearth_fused_ms=1e3 * t_fused,
                          unfused_over_fused=t_unfused / t_fused, explicit_over_fused=t_explicit / t_fused,
                          encode_both_ms=1e3 * t_both, tokens_only_over_both=t_tokens / t_both,
                          encode_image_over_both=t_cls / t_both,
-                         images_per_s_both=args.batch_size / t_both))
+                         images_per_s_both=args.batch_size / t_both, text_80_prompts_ms=1e3 * t_text_trim,
+                         text_full_over_trimmed=t_text_full / t_text_trim))
     print("| model | batch | segearth last block (ms) | 3 SDPA calls / fused | explicit softmax / fused "
-          "| cls+tokens (ms) | tokens only / both | encode_image / both | img/s (both) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| cls+tokens (ms) | tokens only / both | encode_image / both | img/s (both) "
+          "| 80 prompts, trimmed (ms) | full context / trimmed |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['model']} | {r['batch']} | {r['segearth_fused_ms']:.1f} | {r['unfused_over_fused']:.2f} | "
               f"{r['explicit_over_fused']:.2f} | {r['encode_both_ms']:.1f} | {r['tokens_only_over_both']:.2f} | "
-              f"{r['encode_image_over_both']:.2f} | {r['images_per_s_both']:.1f} |")
+              f"{r['encode_image_over_both']:.2f} | {r['images_per_s_both']:.1f} | {r['text_80_prompts_ms']:.1f} | "
+              f"{r['text_full_over_trimmed']:.2f} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)

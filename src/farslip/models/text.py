@@ -1,0 +1,42 @@
+"""Text features without the padding: ``encode_text(model, tokens)`` == ``model.encode_text``.
+
+CLIP's text tower is causal and pools the end-of-text token, so the positions after the last
+end-of-text token of a batch influence nothing that is returned. Captions are usually far
+shorter than the context (77, or 248 for Long-CLIP), so the tower runs on the batch trimmed to
+its longest caption: same features, a fraction of the work.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from open_clip.transformer import text_global_pool
+from torch import nn
+
+
+def _trimmable(model: nn.Module) -> bool:
+    return (getattr(model, "text_pool_type", None) == "argmax" and getattr(model, "attn_mask", None) is not None
+            and hasattr(model, "token_embedding") and hasattr(model, "positional_embedding"))
+
+
+def used_length(tokens: torch.Tensor) -> int:
+    """Positions that matter: up to the last end-of-text token (the highest id in each row)."""
+    return int(tokens.argmax(dim=-1).max()) + 1 if tokens.numel() else tokens.shape[-1]
+
+
+def encode_text(model: nn.Module, tokens: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+    """``model.encode_text(tokens)``, computed on the batch trimmed to its longest caption.
+
+    Falls back to ``model.encode_text`` for towers that are not causal with argmax pooling.
+    """
+    if not _trimmable(model):
+        return model.encode_text(tokens, normalize=normalize)
+    length = used_length(tokens)
+    tokens = tokens[:, :length]
+    cast_dtype = model.transformer.get_cast_dtype()
+    x = model.token_embedding(tokens).to(cast_dtype) + model.positional_embedding[:length].to(cast_dtype)
+    x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
+    x = text_global_pool(model.ln_final(x), tokens, "argmax")
+    projection = model.text_projection
+    if projection is not None:
+        x = projection(x) if isinstance(projection, nn.Linear) else x @ projection
+    return F.normalize(x, dim=-1) if normalize else x
