@@ -25,6 +25,8 @@ def make_args(*extra: str, data: str = "x.json", root: str = ".", **kw):
             "--device", "cpu", "--batch-size", "3", "--workers", "0"]
     if data.endswith(".json"):
         argv += ["--root-train-img-dir", root]
+    if data.endswith(".tar"):
+        argv += ["--train-num-samples", "6"]
     return parse_args(argv + list(extra))
 
 

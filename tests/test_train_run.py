@@ -145,10 +145,11 @@ def test_existing_run_folder_is_not_overwritten(tmp_path):
     (["--method", "vanilla", "--distill-type", "ema", "--train-data", "a.tar"],
      "builds a teacher"),
     (["--method", "farslip2", "--train-data", "a.json"], "needs --root-train-img-dir"),
+    (["--method", "vanilla", "--train-data", "a.tar"], "needs --train-num-samples"),
     (["--method", "vanilla", "--train-data", "data.parquet"], "cannot tell the format"),
-    (["--method", "vanilla", "--train-data", "a.tar", "--local-loss"], "--gather-with-grad"),
-    (["--method", "vanilla", "--train-data", "a.tar", "--EMA-momentum", "1.5"], "EMA-momentum"),
-    (["--method", "vanilla", "--train-data", "a.tar", "--resume", "nope.pt"], "no checkpoint file"),
+    (["--method", "vanilla", "--train-data", "a.csv", "--local-loss"], "--gather-with-grad"),
+    (["--method", "vanilla", "--train-data", "a.csv", "--EMA-momentum", "1.5"], "EMA-momentum"),
+    (["--method", "vanilla", "--train-data", "a.csv", "--resume", "nope.pt"], "no checkpoint file"),
 ])
 def test_contradictory_flags_fail_at_start_up(flags, message, capsys):
     with pytest.raises(SystemExit) as exit_info:

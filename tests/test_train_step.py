@@ -271,3 +271,18 @@ def test_grad_checkpointing_gives_the_same_step(tmp_path):
     assert a["loss"].item() == pytest.approx(b["loss"].item(), rel=1e-6)
     for (name, p), q in zip(plain.model.named_parameters(), ckpt.model.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-7, msg=lambda m: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("precision", ["amp", "amp_bf16"])
+def test_mixed_precision_step(tmp_path, precision):
+    tr = _trainer(tmp_path, "--method", "farslip2", "--precision", precision, "--lr", "1e-3")
+    assert (tr.scaler is not None) == (precision == "amp")
+    before = tr.model.visual.proj.detach().clone()
+    batch = make_batch(tr.model)
+    for _ in range(20):  # fp16: GradScaler skips steps (halving its scale) until grads are finite
+        terms = tr.train_step(batch)
+        if not torch.equal(before, tr.model.visual.proj):
+            break
+    assert all(torch.isfinite(v) for v in terms.values())
+    assert tr.model.visual.proj.dtype == torch.float32  # master weights stay fp32
+    assert not torch.equal(before, tr.model.visual.proj)

@@ -189,6 +189,9 @@ def _checks(a: argparse.Namespace) -> list[str]:
     if a.distill_type != "active" and "distill" not in losses:
         bad.append(f"--distill-type {a.distill_type} builds a teacher, but distill is not in "
                    "--loss-type")
+    if a.train_dataset_type == "webdataset" and not a.train_num_samples:
+        bad.append("webdataset data needs --train-num-samples (the epoch length; 5070186 for "
+                   "all of RS5M)")
     if mgrs and a.root_train_img_dir is None:
         bad.append("MGRS json data needs --root-train-img-dir (the global_imgs folder)")
     if not 0.0 <= a.ema_momentum <= 1.0:

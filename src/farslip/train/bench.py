@@ -95,7 +95,8 @@ def bench_one(model_name: str, label: str, flags: list[str], args: argparse.Name
     data = "bench.json" if "json" in flags else "bench.tar"
     argv = ["--train-data", data, "--root-train-img-dir", ".", "--model", model_name,
             "--pretrained", "none", "--precision", args.precision, "--device", device.type,
-            "--batch-size", str(args.batch_size), "--max-boxes", str(args.boxes), *flags]
+            "--batch-size", str(args.batch_size), "--max-boxes", str(args.boxes),
+            "--train-num-samples", str(args.batch_size), *flags]
     targs = parse_args(argv)
     targs.rank, targs.world_size, targs.distributed, targs.local_rank = 0, 1, False, 0
     torch.manual_seed(0)
