@@ -64,25 +64,24 @@ def evaluate_classification(model, tokenizer, data_root: Optional[PathLike], dat
     model.eval()
     run = Runtime(batch_size, workers, device, precision)
     root = Path(data_root) if data_root is not None else None
-    if csv is not None:
-        csv_path = root / csv if root is not None else Path(csv)
-        custom = {name or csv_path.stem: (csv_path, Path(classnames) if classnames else csv_path.parent / "classnames.txt")}
-    else:
-        if root is None:
-            raise ValueError("classification needs a data root (--data-root or FARSLIP_DATA) or a --csv")
-        custom = {}
-    images = Path(image_root) if image_root is not None else (root if root is not None else Path(csv).parent)
+    if csv is None and root is None:
+        raise ValueError("classification needs a data root (--data-root or FARSLIP_DATA) or a --csv")
+    csv_path = (root / csv if root is not None else Path(csv)) if csv is not None else None
+    images = Path(image_root) if image_root is not None else (root if root is not None else csv_path.parent)
 
     def one(set_name: str) -> dict:
-        if set_name in custom:
-            csv_path, names_path = custom[set_name]
+        if csv_path is not None:
+            names_path = Path(classnames) if classnames else csv_path.parent / "classnames.txt"
             return classify_csv(model, tokenizer, csv_path, names_path, images, run, desc=set_name)
         spec = CLASSIFICATION[set_name]
         require_dir(root / Path(spec.csv).parent, f"classification data set {spec.name}")
         metrics = classify_csv(model, tokenizer, root / spec.csv, root / spec.classnames, images, run, desc=spec.name)
         return {**metrics, "note": spec.note} if spec.note else metrics
 
-    names = list(custom) or [lookup(CLASSIFICATION, n, "classification").name for n in datasets or CLASSIFICATION]
+    if csv_path is not None:
+        names = [name or csv_path.stem]
+    else:
+        names = [lookup(CLASSIFICATION, n, "classification").name for n in datasets or CLASSIFICATION]
     return run_datasets("classification", names, one, HEADLINE, keep_going)
 
 
