@@ -149,7 +149,6 @@ class Trainer:
 
     def __init__(self, args: argparse.Namespace, device: torch.device, run_dir: Path):
         self.args, self.device, self.run_dir = args, device, run_dir
-        self.master = is_master(args)
         self.plan = make_plan(args)
         self.model = build_model(args, device)
         self.grid = self.model.visual.grid_size
@@ -238,7 +237,8 @@ class Trainer:
                  if n == "loss" or n in args.loss_type]
         if "local_itc" in names:
             names.append("local_rows")  # region rows per step (0 rows -> the term is 0)
-        sums = torch.zeros(len(names) + 1, dtype=torch.float64)  # + skipped samples
+        # running sums stay on the device (no per-step sync); the last slot counts bad samples
+        sums = torch.zeros(len(names) + 1, dtype=torch.float64, device=self.device)
         seen, done, t0 = 0, 0, time.perf_counter()
         for i, batch in enumerate(data.dataloader):
             if i >= num_batches:
@@ -250,7 +250,8 @@ class Trainer:
             terms = self.train_step(batch)
             self.step += 1
             seen += 1
-            sums += torch.tensor([float(terms[n]) for n in names] + [skipped], dtype=torch.float64)
+            sums[:-1] += torch.stack([terms[n].to(self.device, torch.float64) for n in names])
+            sums[-1] += skipped
             if (i + 1) % args.log_every_n_steps == 0 or i + 1 == num_batches:
                 self._log(epoch, i + 1, num_batches, names, sums, seen,
                           time.perf_counter() - t0, lr, tb, wandb)
@@ -261,7 +262,7 @@ class Trainer:
 
     def _log(self, epoch, done, total, names, sums, steps, elapsed, lr, tb, wandb) -> None:
         args = self.args
-        sums = all_reduce(sums.to(self.device), self.args).cpu()
+        sums = all_reduce(sums, self.args).cpu()
         skipped = int(sums[-1])
         self.skipped_total += skipped
         means = {n: float(sums[k]) / (steps * args.world_size) for k, n in enumerate(names)}
