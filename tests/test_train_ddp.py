@@ -50,3 +50,23 @@ def test_two_ranks_equal_one_process(ranks, gather_with_grad):
             scale = 1.0 if gather_with_grad or name == "logit_scale" else 0.5
             torch.testing.assert_close(got_grads[name], grad * scale, rtol=1e-4, atol=1e-5,
                                        msg=lambda m: f"{name}: {m}")
+
+
+def test_two_process_run_of_the_trainer(tmp_path):
+    from ._train_utils import MODEL, write_mgrs
+
+    js, imgs = write_mgrs(tmp_path / "mgrs", items=8)
+    logs = tmp_path / "logs"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "farslip.train", "--train-data", js, "--root-train-img-dir", imgs,
+           "--method", "farslip2", "--distill-type", "ema", "--model", MODEL,
+           "--pretrained", "none", "--device", "cpu", "--precision", "fp32", "--workers", "0",
+           "--batch-size", "2", "--epochs", "2", "--log-every-n-steps", "1",
+           "--logs-root", str(logs), "--name", "ddp"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = (logs / "ddp" / "out.log").read_text()
+    assert "world size 2" in log and "2 steps per epoch per rank" in log
+    saved = torch.load(logs / "ddp" / "checkpoints" / "epoch_2.pt", weights_only=True)
+    assert saved["step"] == 4 and saved["state_dict_teacher"] is not None
