@@ -8,10 +8,11 @@ from typing import Callable, ContextManager, Sequence
 import torch
 import torch.nn.functional as F
 from open_clip import get_input_dtype
-from open_clip.zero_shot_classifier import build_zero_shot_classifier
 from open_clip_train.precision import get_autocast
 from torch.utils.data import DataLoader
 from tqdm import tqdm
+
+from farslip.models.text import encode_text
 
 from .datasets import ImageFiles
 
@@ -52,23 +53,24 @@ def encode_image_files(model, paths: Sequence[Path], transform: Callable, run: R
 
 @torch.no_grad()
 def encode_texts(model, tokenizer, texts: Sequence[str], run: Runtime, desc: str) -> torch.Tensor:
-    """L2-normalised ``model.encode_text`` of every text, in order, as float32 [N, D] on the CPU."""
+    """L2-normalised ``model.encode_text`` of every text, in order, as float32 [N, D] on the CPU.
+
+    Uses ``farslip.encode_text`` (the same features, the padding after the longest text of each
+    batch skipped).
+    """
     out = []
     for start in tqdm(range(0, len(texts), run.batch_size), desc=desc, unit="batch", leave=False):
         tokens = tokenizer(list(texts[start:start + run.batch_size])).to(run.device)
         with run.autocast():
-            features = model.encode_text(tokens)
+            features = encode_text(model, tokens)
         out.append(F.normalize(features.float(), dim=-1).cpu())
     return torch.cat(out)
 
 
 def text_classifier(model, tokenizer, names: Sequence[str], templates: Sequence, run: Runtime) -> torch.Tensor:
-    """Zero-shot weights [D, len(names)]: per name, normalised prompt embeddings averaged, renormalised.
-
-    Uses open_clip's ``build_zero_shot_classifier`` (the CLIP recipe) under this run's precision.
-    """
-    with run.autocast():
-        weights = build_zero_shot_classifier(model, tokenizer, list(names), list(templates),
-                                             num_classes_per_batch=max(1, run.batch_size // len(templates)),
-                                             device=run.device)
-    return F.normalize(weights.float(), dim=0)
+    """Zero-shot weights [D, len(names)]: per name, normalised prompt embeddings averaged, renormalised
+    (the CLIP recipe). Templates are format strings (``"a photo of {}."``) or callables."""
+    prompts = [t.format(name) if isinstance(t, str) else t(name) for name in names for t in templates]
+    features = encode_texts(model, tokenizer, prompts, run, "text prompts")
+    weights = features.view(len(names), len(templates), -1).mean(dim=1)
+    return F.normalize(weights, dim=-1).T.contiguous()
