@@ -72,7 +72,7 @@ def classify(model, tokenizer, images: Sequence[Image.Image], labels: Sequence[s
     return (model.logit_scale.exp().float() * features @ weights.to(features.device)).softmax(dim=-1).cpu()
 
 
-def main_classify(argv: Optional[list[str]] = None) -> int:
+def build_classify_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="farslip classify", description="Zero-shot classification of images "
                                      "against your labels (prompts: " + " | ".join(PROMPTS) + ").",
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -82,6 +82,11 @@ def main_classify(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--top", type=int, default=5, help="classes printed per image")
     parser.add_argument("--json", default=None, help="also write every probability to this JSON file")
     add_model_args(parser)
+    return parser
+
+
+def main_classify(argv: Optional[list[str]] = None) -> int:
+    parser = build_classify_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     try:
@@ -125,7 +130,7 @@ def overlay(image: Image.Image, labels: np.ndarray, classes: Sequence[Sequence[s
     return canvas
 
 
-def main_segment(argv: Optional[list[str]] = None) -> int:
+def build_segment_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="farslip segment", description="Open-vocabulary segmentation of one "
                                      "image (sliding windows, dense tokens, 80 ImageNet templates per class name), "
                                      "written as a colour overlay with a legend.",
@@ -139,6 +144,11 @@ def main_segment(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--long-side", type=int, default=None, help="resize long side (default 2 x model size)")
     parser.add_argument("--save-labels", default=None, help="also write the class index map as a PNG")
     add_model_args(parser)
+    return parser
+
+
+def main_segment(argv: Optional[list[str]] = None) -> int:
+    parser = build_segment_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     try:

@@ -289,7 +289,7 @@ def run_demo(out: Path, cfg: DemoConfig) -> dict:
     return summary
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="farslip demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
@@ -297,7 +297,11 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="full: what make demo runs; reduced: the slow test's smaller run (default: full)")
     parser.add_argument("--model", default=None, help="architecture to train (default: the preset's, ViT-Tiny-8)")
     parser.add_argument("--nproc", type=int, default=None, help="training processes (default: 2)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     cfg = PRESETS[args.preset]
     cfg = replace(cfg, **{k: v for k, v in dict(model=args.model, nproc=args.nproc).items() if v is not None})

@@ -86,8 +86,7 @@ def download(name: str, to: Optional[str] = None, *, cache_dir: Optional[str] = 
     return str(dest)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`farslip download NAME [--to DIR]`: put a released checkpoint in the hub cache (and a folder)."""
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="farslip download",
         description="Download a named checkpoint through the Hugging Face hub cache "
@@ -97,7 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("names", nargs="+", help=f"registry names ({', '.join(list_names())}) or OWNER/REPO/FILE")
     parser.add_argument("--to", default=None, help="also copy the file into this folder (e.g. checkpoints/)")
     parser.add_argument("--cache-dir", default=None, help="hub cache folder (default: the huggingface_hub default)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`farslip download NAME [--to DIR]`: put a released checkpoint in the hub cache (and a folder)."""
+    args = build_parser().parse_args(argv)
     status = 0
     for name in args.names:
         try:
