@@ -6,7 +6,10 @@ batch can ask for). Reported per configuration: samples/s, peak memory (CUDA all
 a GPU; the process's peak RSS so far on CPU, which only grows), the FLOPs one step performs
 (forward + backward, counted by ``torch.utils.flop_counter``) and the FLOPs it *needs*: each
 encoding a loss uses, counted alone, times 3 for the student (forward + backward) and times 1
-for the gradient-free teacher. ``done / needed`` near 1 means no wasted encoding.
+for the gradient-free teacher. ``done / needed`` near 1 means no wasted encoding. (The
+counter misses part of ``nn.MultiheadAttention``'s inference fast path, which the eval-mode
+teacher takes under ``no_grad``; the teacher is therefore counted by running it, so both
+columns undercount it alike.)
 The data pipeline has its own benchmark (``scripts/bench.py data``).
 """
 from __future__ import annotations
@@ -80,7 +83,10 @@ def needed_flops(trainer: Trainer, batch: dict) -> int:
             total += 3 * _flops(lambda: model.encode_text(batch["text"]))
         if plan.distill:
             views = batch[plan.distill_views]
-            total += (3 if plan.student_distill else 1) * forward(views, plan.distill_need)
+            if plan.student_distill:
+                total += 3 * forward(views, plan.distill_need)
+            else:  # the teacher itself (eval mode: see the module docstring)
+                total += _flops(lambda: trainer.teacher.encoder(views))
         if plan.local_itc:
             keep = batch["obj_label"] >= 0
             if plan.local_need:
