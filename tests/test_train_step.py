@@ -286,3 +286,14 @@ def test_mixed_precision_step(tmp_path, precision):
     assert all(torch.isfinite(v) for v in terms.values())
     assert tr.model.visual.proj.dtype == torch.float32  # master weights stay fp32
     assert not torch.equal(before, tr.model.visual.proj)
+
+
+def test_distill_only_never_touches_the_text_tower(tmp_path):
+    tr = _trainer(tmp_path, "--method", "farslip1", "--use-imagecrop-aug", "--loss-type",
+                  "distill", "--lr", "1e-3", data="x.tar")
+    assert tr.plan.image_need == ("tokens",)  # no CLS branch for the global image either
+    before = tr.model.text_projection.detach().clone()
+    terms = tr.train_step(make_batch(tr.model, objects=False))
+    assert set(terms) == {"distill", "loss"}
+    assert tr.model.text_projection.grad is None
+    assert torch.equal(before, tr.model.text_projection)

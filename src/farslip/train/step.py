@@ -143,8 +143,8 @@ class StudentFeatures(nn.Module):
         out: dict[str, torch.Tensor] = {"logit_scale": model.logit_scale.exp()}
         if plan.image_need:
             image = encode_views(model, batch["image"], plan.image_need, plan.last_attn)
-            out["image"] = image.get("cls")
-            out["tokens"] = image.get("tokens")
+            out.update({name: image[key] for name, key in (("image", "cls"), ("tokens", "tokens"))
+                        if key in image})
         if plan.global_itc:
             out["text"] = F.normalize(model.encode_text(batch["text"]), dim=-1)
         if plan.student_distill and plan.distill_views == "crop":
