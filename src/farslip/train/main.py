@@ -32,6 +32,7 @@ from torch.nn.parallel import DistributedDataParallel
 import farslip
 from farslip.data.transforms import eval_transform
 from farslip.models.longclip import FrozenRows, enable_long_text, is_long_text
+from farslip.models.text import encode_text
 
 from farslip.losses import global_itc_loss
 
@@ -294,7 +295,7 @@ class Trainer:
             image, text = (batch["image"], batch["text"]) if isinstance(batch, dict) else batch[:2]
             with self.autocast():
                 u = nn.functional.normalize(self.model.encode_image(image.to(self.device)), dim=-1)
-                t = nn.functional.normalize(self.model.encode_text(text.to(self.device)), dim=-1)
+                t = nn.functional.normalize(encode_text(self.model, text.to(self.device)), dim=-1)
             u, t = u.float(), t.float()
             logits = scale * u @ t.T
             labels = torch.arange(u.shape[0], device=u.device)

@@ -22,6 +22,7 @@ from torch import nn
 
 import farslip
 from farslip import losses
+from farslip.models.text import encode_text
 
 Batch = Mapping[str, torch.Tensor]
 # --distill-align -> outputs of the distillation views it compares against
@@ -121,7 +122,7 @@ def encode_texts_once(model: nn.Module, texts: torch.Tensor) -> torch.Tensor:
     if texts.shape[0] == 0:
         return model.logit_scale.new_zeros((0, model.visual.output_dim))
     unique, inverse = torch.unique(texts, dim=0, return_inverse=True)
-    return F.normalize(model.encode_text(unique), dim=-1)[inverse]
+    return F.normalize(encode_text(model, unique), dim=-1)[inverse]
 
 
 def local_keep(batch: Batch, plan: Plan) -> torch.Tensor:
@@ -146,7 +147,7 @@ class StudentFeatures(nn.Module):
             out.update({name: image[key] for name, key in (("image", "cls"), ("tokens", "tokens"))
                         if key in image})
         if plan.global_itc:
-            out["text"] = F.normalize(model.encode_text(batch["text"]), dim=-1)
+            out["text"] = F.normalize(encode_text(model, batch["text"]), dim=-1)
         if plan.student_distill and plan.distill_views == "crop":
             crops = encode_views(model, batch["crop"], plan.distill_need, plan.last_attn)
             out.update({f"distill_{k}": v for k, v in crops.items() if k != "tokens"})
