@@ -64,7 +64,7 @@ def test_demo_reduced_trained_models_beat_untrained_and_chance(tmp_path, capsys)
         assert Path(summary["results"][row]).is_file()
     # stage 2 really started from stage 1's checkpoint
     assert str(out / "logs/stage1/checkpoints/epoch_latest.pt") in (out / "logs/stage2/params.txt").read_text()
-    required = {"classification": 30.0, "retrieval": 20.0, "segmentation": 2.0}  # points above max(untrained, chance)
+    required = {"classification": 30.0, "retrieval": 20.0, "segmentation": 0.5}  # points above max(untrained, chance)
     for row in ("stage 1", "stage 2"):
         for task, margin in required.items():
             got = summary["margins_over_untrained_and_chance"][row][task]

@@ -157,6 +157,9 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(param_groups(self.model, args.wd), lr=args.lr,
                                            betas=(args.beta1, args.beta2), eps=args.eps)
         self.scaler = torch.amp.GradScaler(device.type) if args.precision == "amp" else None
+        if args.precision == "amp" and device.type == "cpu":
+            log.warning("--precision amp (the recipe's default, float16 autocast) is about 10x slower than fp32 "
+                        "on a CPU; pass --precision fp32 (or amp_bf16) for CPU runs")
         self.autocast = get_autocast(args.precision, device_type=device.type)
         self.clip_loss = global_itc_loss(
             local_loss=args.local_loss, gather_with_grad=args.gather_with_grad,
