@@ -51,22 +51,33 @@ def test_named_long_checkpoint_loads_offline_from_hub_cache(tmp_path):
     state.update(positional_embedding=first, positional_embedding_res=res, mask1=mask1, mask2=1 - mask1)
     raw = tmp_path / "FarSLIP2_ViT-B-32.pt"
     torch.save({"epoch": 10, "state_dict": {f"module.{k}": v for k, v in state.items()}}, raw)
+    # the released stage-1 layout: a bare state dict
+    torch.manual_seed(1)
+    stage1 = farslip.create_model("ViT-B-32", force_quick_gelu=True)
+    bare = tmp_path / "FarSLIP1_ViT-B-32.pt"
+    torch.save({k: v.half() for k, v in stage1.state_dict().items()}, bare)
     cache = tmp_path / "hub"
-    write_hub_cache(cache, "ZhenShiL/FarSLIP", {"FarSLIP2_ViT-B-32.pt": raw})
+    write_hub_cache(cache, "ZhenShiL/FarSLIP", {"FarSLIP2_ViT-B-32.pt": raw, "FarSLIP1_ViT-B-32.pt": bare})
     raw.unlink()
+    bare.unlink()
 
     expected = farslip.create_model("ViT-B-32", long_text=True)
     expected.load_state_dict({k: v.half().float() for k, v in source.state_dict().items()})
+    expected1 = farslip.create_model("ViT-B-32")
+    expected1.load_state_dict({k: v.half().float() for k, v in stage1.state_dict().items()})
     code = ("import farslip\n"
-            "m = farslip.create_model('FarSLIP2-ViT-B-32')\n"
-            "act = type(m.visual.transformer.resblocks[0].mlp.gelu).__name__\n"
-            "print(m.context_length, act, float(sum(p.double().sum() for p in m.state_dict().values())))\n")
+            "for name in ('FarSLIP2-ViT-B-32', 'FarSLIP1-ViT-B-32'):\n"
+            "    m = farslip.create_model(name)\n"
+            "    act = type(m.visual.transformer.resblocks[0].mlp.gelu).__name__\n"
+            "    print(m.context_length, act, float(sum(p.double().sum() for p in m.state_dict().values())))\n")
     out = subprocess.run([sys.executable, "-c", code], env=_offline_env(cache), capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr
-    ctx, act, digest = out.stdout.split()[-3:]
-    assert ctx == "248" and act == "QuickGELU"
-    assert abs(float(digest) - _weights_digest(expected)) < 1e-3 * max(1.0, abs(float(digest)))
+    lines = out.stdout.strip().splitlines()[-2:]
+    for line, (want_ctx, model) in zip(lines, [("248", expected), ("77", expected1)]):
+        ctx, act, digest = line.split()
+        assert ctx == want_ctx and act == "QuickGELU"
+        assert abs(float(digest) - _weights_digest(model)) < 1e-3 * max(1.0, abs(float(digest)))
 
 
 def test_download_copies_from_cache_and_explains_missing_files(tmp_path):
