@@ -53,9 +53,10 @@ def test_chance_levels_match_random_rankings_and_labellings(tiny_world):
 
 
 @pytest.mark.slow
-def test_demo_reduced_trained_models_beat_untrained_and_chance(tmp_path, capsys):
+def test_demo_reduced_trained_models_beat_untrained_and_chance(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a relative --out, as `make demo` passes it
     out = tmp_path / "demo"
-    assert main(["--out", str(out), "--preset", "reduced"]) == 0
+    assert main(["--out", "demo", "--preset", "reduced"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     for path in ["summary.md", "summary.png", "segmentation_overlays.png", "checkpoints/untrained.pt",
                  "logs/stage1/checkpoints/epoch_latest.pt", "logs/stage2/checkpoints/epoch_latest.pt"]:

@@ -265,6 +265,7 @@ def overlays(models: dict[str, torch.nn.Module], world: dict, path: Path, count:
 def run_demo(out: Path, cfg: DemoConfig) -> dict:
     """Run the demo into ``out``; returns the summary (also written to ``out/summary.json``)."""
     started = time.perf_counter()
+    out = Path(out).resolve()  # training runs in ``out`` (its logs/ land there): paths must not be relative
     out.mkdir(parents=True, exist_ok=True)
     log.info("1/4 writing the synthetic world")
     world = write_world(out / "world", seed=cfg.seed, scale=cfg.scale, workers=cfg.world_workers,
