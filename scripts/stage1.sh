@@ -14,7 +14,10 @@ if [ $# -ge 2 ] && [ "$1" != "--" ]; then VAL=(--val-data "$1" --root-val-img-di
 [ "${1:-}" = "--" ] && shift
 MODEL=${MODEL:-ViT-B-16}
 NAME=${NAME:-farslip1-$MODEL}
-cd "$(dirname "$0")/.."
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# the checkout's open_clip_train/ shim must win over the installed package; relative data paths
+# stay relative to where the script is called from
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 exec torchrun --nnodes="${NNODES:-1}" --node_rank="${NODE_RANK:-0}" \
   --master_addr="${MASTER_ADDR:-127.0.0.1}" --master_port="${MASTER_PORT:-29500}" \
   --nproc_per_node="$NGPUS" -m open_clip_train.main \

@@ -15,7 +15,10 @@ NGPUS=$1; JSON=$2; IMGS=$3; STAGE1=$4; shift 4
 [ -f "$STAGE1" ] || { echo "stage2.sh: no stage-1 checkpoint at $STAGE1" >&2; exit 2; }
 MODEL=${MODEL:-ViT-B-16}
 NAME=${NAME:-farslip2-$MODEL}
-cd "$(dirname "$0")/.."
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# the checkout's open_clip_train/ shim must win over the installed package; relative data paths
+# stay relative to where the script is called from
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 exec torchrun --nnodes="${NNODES:-1}" --node_rank="${NODE_RANK:-0}" \
   --master_addr="${MASTER_ADDR:-127.0.0.1}" --master_port="${MASTER_PORT:-29500}" \
   --nproc_per_node="$NGPUS" -m open_clip_train.main \

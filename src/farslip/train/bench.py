@@ -5,11 +5,11 @@ full optimiser steps on an in-memory batch with every local view present (the mo
 batch can ask for). Reported per configuration: samples/s, peak memory (CUDA allocator peak on
 a GPU; the process's peak RSS so far on CPU, which only grows), the FLOPs one step performs
 (forward + backward, counted by ``torch.utils.flop_counter``) and the FLOPs it *needs*: each
-encoding a loss uses, counted alone, times 3 for the student (forward + backward) and times 1
-for the gradient-free teacher. ``done / needed`` near 1 means no wasted encoding. (The
-counter misses part of ``nn.MultiheadAttention``'s inference fast path, which the eval-mode
-teacher takes under ``no_grad``; the teacher is therefore counted by running it, so both
-columns undercount it alike.)
+encoding a loss uses, counted alone (texts without their padding), times 3 for the student
+(forward + backward) and times 1 for the gradient-free teacher. ``done / needed`` near 1
+means no wasted encoding. (The counter misses part of ``nn.MultiheadAttention``'s inference
+fast path, which the eval-mode teacher takes under ``no_grad``; the teacher is therefore
+counted by running it, so both columns undercount it alike.)
 The data pipeline has its own benchmark (``scripts/bench.py data``).
 """
 from __future__ import annotations
@@ -27,6 +27,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import farslip
+from farslip.models.text import encode_text
 
 from .args import parse_args
 from .main import Trainer
@@ -80,7 +81,7 @@ def needed_flops(trainer: Trainer, batch: dict) -> int:
     with torch.no_grad():
         total += 3 * forward(batch["image"], plan.image_need)
         if plan.global_itc:
-            total += 3 * _flops(lambda: model.encode_text(batch["text"]))
+            total += 3 * _flops(lambda: encode_text(model, batch["text"]))
         if plan.distill:
             views = batch[plan.distill_views]
             if plan.student_distill:
@@ -92,7 +93,7 @@ def needed_flops(trainer: Trainer, batch: dict) -> int:
             if plan.local_need:
                 total += 3 * forward(batch["obj"][keep], plan.local_need)
             texts = torch.unique(batch["obj_text"][keep], dim=0)
-            total += 3 * _flops(lambda: model.encode_text(texts))
+            total += 3 * _flops(lambda: encode_text(model, texts))
     return total
 
 
