@@ -15,7 +15,7 @@ from farslip.eval import SEGMENTATION, evaluate_segmentation
 from farslip.eval.datasets import read_class_synonyms
 from farslip.eval.encode import Runtime
 from farslip.eval.segmentation import (Queries, build_queries, class_probabilities, predict_labels, prepare_image,
-                                       segment_image, sliding_logits, window_boxes, window_starts)
+                                       segment_image, segment_labels, sliding_logits, window_boxes, window_starts)
 from tests._eval_utils import write_segmentation
 
 RUN = dict(batch_size=4, workers=0, device="cpu", precision="fp32")
@@ -94,6 +94,7 @@ def test_segment_image_and_the_evaluation_shortcut_agree(tiny):
     assert probs.shape == (3, 45, 70) and torch.isfinite(probs).all()
     (logits,) = sliding_logits(model, [prepare_image(image, 64)], queries, run=Runtime(**RUN))
     np.testing.assert_array_equal(predict_labels(logits, queries, (45, 70)), probs.argmax(dim=0).numpy())
+    np.testing.assert_array_equal(segment_labels(model, image, queries, run=Runtime(**RUN)), probs.argmax(dim=0).numpy())
 
 
 def test_packaged_class_files_exist_for_every_registered_set():

@@ -24,10 +24,10 @@ import farslip
 
 from .data.transforms import eval_transform
 from .eval.classification import PROMPTS
-from .eval.cli import add_model_args, model_from_args
+from .eval.cli import USER_ERRORS, add_model_args, model_from_args
 from .eval.encode import Runtime, text_classifier
 from .eval.report import palette
-from .eval.segmentation import build_queries, segment_image
+from .eval.segmentation import build_queries, segment_labels
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def main_classify(argv: Optional[list[str]] = None) -> int:
         labels = parse_labels(args.labels)
         images = [_open(path) for path in args.images]
         model, tokenizer = model_from_args(args)
-    except (ValueError, FileNotFoundError, farslip.CheckpointError, farslip.CheckpointNotAvailable) as err:
+    except USER_ERRORS as err:
         print(f"farslip classify: error: {err}", file=sys.stderr)
         return 2
     probs = classify(model, tokenizer, images, labels, Runtime(batch_size=64, workers=0, device=args.device,
@@ -155,14 +155,13 @@ def main_segment(argv: Optional[list[str]] = None) -> int:
         classes = parse_classes(args.classes)
         image = _open(args.image)
         model, tokenizer = model_from_args(args)
-    except (ValueError, FileNotFoundError, farslip.CheckpointError, farslip.CheckpointNotAvailable) as err:
+    except USER_ERRORS as err:
         print(f"farslip segment: error: {err}", file=sys.stderr)
         return 2
     run = Runtime(batch_size=16, workers=0, device=args.device, precision=args.precision)
     with torch.no_grad():
         queries = build_queries(model, tokenizer, classes, run)
-        probs = segment_image(model, image, queries, last_attn=args.last_attn, run=run, long_side=args.long_side)
-    labels = probs.argmax(dim=0).numpy().astype(np.uint8)
+        labels = segment_labels(model, image, queries, last_attn=args.last_attn, run=run, long_side=args.long_side)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     overlay(image, labels, classes, args.alpha).save(out)

@@ -222,7 +222,7 @@ def overlays(models: dict[str, torch.nn.Module], world: dict, path: Path, count:
     whose ground truth holds the most classes."""
     from .eval.encode import Runtime
     from .eval.report import palette
-    from .eval.segmentation import build_queries, segment_image
+    from .eval.segmentation import build_queries, segment_labels
 
     spec = next(s for s in SEGMENTATION.values() if (Path(world["ovss"]) / s.dir).is_dir())
     folder = Path(world["ovss"]) / spec.dir
@@ -239,7 +239,7 @@ def overlays(models: dict[str, torch.nn.Module], world: dict, path: Path, count:
         maps = [colours[truths[(image_path, ann_path)]]]
         for row, model in models.items():
             with torch.no_grad():
-                maps.append(colours[segment_image(model, image, queries[row], run=run).argmax(0).numpy()])
+                maps.append(colours[segment_labels(model, image, queries[row], run=run)])
         tiles = [_letterbox(image, Image.BICUBIC)] + [_letterbox(Image.fromarray(m), Image.NEAREST) for m in maps]
         rows.append(np.concatenate([np.pad(t, ((2, 2), (2, 2), (0, 0)), constant_values=255) for t in tiles], 1))
     grid = np.concatenate(rows, 0)

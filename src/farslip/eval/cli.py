@@ -31,6 +31,8 @@ from .segmentation import evaluate_segmentation
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16", "bf16", "amp", "amp_bf16")
+# What a command reports as "error: ..." with exit status 2 instead of a traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, farslip.CheckpointError, farslip.CheckpointNotAvailable)
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -217,7 +219,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     logging.getLogger("farslip").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         return _evaluate(args, argv)
-    except (ValueError, FileNotFoundError, farslip.CheckpointError, farslip.CheckpointNotAvailable) as err:
+    except USER_ERRORS as err:
         print(f"farslip eval: error: {err}", file=sys.stderr)
         return 2
 

@@ -168,12 +168,25 @@ def predict_labels(logits: torch.Tensor, queries: Queries, size: tuple[int, int]
     return queries.query_class[upsampled.argmax(dim=0)].numpy().astype(np.uint8)
 
 
+def _image_logits(model, image: Image.Image, queries: Queries, last_attn: str, run: Runtime,
+                  long_side: Optional[int]) -> torch.Tensor:
+    long_side = long_side or 2 * window_size(model)
+    (logits,) = sliding_logits(model, [prepare_image(image, long_side)], queries, last_attn=last_attn, run=run)
+    return logits
+
+
 def segment_image(model, image: Image.Image, queries: Queries, *, last_attn: str = "segearth",
                   run: Runtime = Runtime(), long_side: Optional[int] = None) -> torch.Tensor:
     """Class probabilities [C, H, W] of one PIL image at its own size (the evaluation protocol)."""
-    long_side = long_side or 2 * window_size(model)
-    (logits,) = sliding_logits(model, [prepare_image(image, long_side)], queries, last_attn=last_attn, run=run)
+    logits = _image_logits(model, image, queries, last_attn, run, long_side)
     return class_probabilities(logits, queries, (image.height, image.width))
+
+
+def segment_labels(model, image: Image.Image, queries: Queries, *, last_attn: str = "segearth",
+                   run: Runtime = Runtime(), long_side: Optional[int] = None) -> np.ndarray:
+    """``segment_image(...).argmax(0)`` as uint8 [H, W], without building the probability maps."""
+    logits = _image_logits(model, image, queries, last_attn, run, long_side)
+    return predict_labels(logits, queries, (image.height, image.width))
 
 
 class _SegmentationFiles(Dataset):
