@@ -29,26 +29,20 @@ def causal_mask(length: int, device=None) -> torch.Tensor:
     return torch.full((length, length), float("-inf"), device=device).triu_(1)
 
 
-def set_text_positions(model: nn.Module, table: torch.Tensor, keep: int | None = KEEP) -> None:
-    """Install a positional table of any length into an open_clip ``CLIP`` text tower."""
-    old = model.positional_embedding
-    model.positional_embedding = nn.Parameter(table.to(old.dtype).to(old.device), requires_grad=old.requires_grad)
-    model.context_length = table.shape[0]
-    model.register_buffer("attn_mask", causal_mask(table.shape[0], device=old.device), persistent=False)
-    if keep is not None:
-        model.farslip_long_keep = keep
-
-
 def is_long_text(model: nn.Module) -> bool:
     return getattr(model, "context_length", 77) > 77
 
 
 def enable_long_text(model: nn.Module, keep: int = KEEP) -> nn.Module:
     """Turn a 77-token model into a 248-token one by stretching its own table (in place)."""
-    table = model.positional_embedding.detach()
-    if table.shape[0] != 77:
-        raise ValueError(f"enable_long_text expects a 77-row table, found {table.shape[0]} rows")
-    set_text_positions(model, stretch_positional_embedding(table.float(), keep).to(table.dtype), keep)
+    old = model.positional_embedding
+    if old.shape[0] != 77:
+        raise ValueError(f"enable_long_text expects a 77-row table, found {old.shape[0]} rows")
+    stretched = stretch_positional_embedding(old.detach().float(), keep).to(old.dtype)
+    model.positional_embedding = nn.Parameter(stretched, requires_grad=old.requires_grad)
+    model.context_length = stretched.shape[0]
+    model.register_buffer("attn_mask", causal_mask(stretched.shape[0], device=old.device), persistent=False)
+    model.farslip_long_keep = keep
     return model
 
 
