@@ -1,6 +1,7 @@
 """Named checkpoints resolve through a local Hugging Face cache laid out exactly as the hub lays it."""
 import hashlib
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -87,10 +88,12 @@ def test_download_copies_from_cache_and_explains_missing_files(tmp_path):
     cache = tmp_path / "hub"
     write_hub_cache(cache, "chendelong/RemoteCLIP", {"RemoteCLIP-ViT-B-32.pt": raw})
     dest = tmp_path / "checkpoints"
-    ok = subprocess.run([sys.executable, "-m", "farslip", "download", "RemoteCLIP-ViT-B-32", "--to", str(dest)],
+    ok = subprocess.run(["sh", "-c", 'umask 022 && exec "$0" "$@"', sys.executable, "-m", "farslip", "download",
+                         "RemoteCLIP-ViT-B-32", "--to", str(dest)],
                         env=_offline_env(cache), capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr + ok.stdout
     assert (dest / "RemoteCLIP-ViT-B-32.pt").read_bytes() == raw.read_bytes()
+    assert stat.S_IMODE((dest / "RemoteCLIP-ViT-B-32.pt").stat().st_mode) == 0o644  # the umask's, not 0600
     assert ok.stdout.strip().endswith("RemoteCLIP-ViT-B-32.pt")
 
     missing = subprocess.run([sys.executable, "-m", "farslip", "download", "FarSLIP1-ViT-B-16"],

@@ -35,7 +35,7 @@ from .synth.layouts import (CLASSIFICATION_SETS, IGNORE, OVSS_SETS, RETRIEVAL_SE
                             SKYSCRIPT_VAL_CSV, OvssSet)
 from .synth.scene import SceneObject, render_scene, stream_rng
 from .synth.vocab import OBJECT_CATEGORIES, SCENE_CLASSES
-from .synth.writers import atomic_write, encode_jpeg, encode_png, tar_bytes, write_csv, write_json, write_text
+from .synth.writers import encode_jpeg, encode_png, tar_bytes, write_bytes, write_csv, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -175,12 +175,12 @@ def _write_rs5m(root: Path, scale: Scale, render: _Renderer) -> dict[str, object
             members = []
             for task, product in zip(tasks, render(tasks)):
                 members += _rs5m_sample(prefix, task.index, product)
-            atomic_write(folder / f"{prefix}-train-{shard:04d}.tar", tar_bytes(members))
+            write_bytes(folder / f"{prefix}-train-{shard:04d}.tar", tar_bytes(members))
     tasks = [Task("rs5m-val", i, "train") for i in range(scale.rs5m_val)]
     members = []
     for task, product in zip(tasks, render(tasks)):
         members += _rs5m_sample("val", task.index, product)
-    atomic_write(folder / "val-0000.tar", tar_bytes(members))
+    write_bytes(folder / "val-0000.tar", tar_bytes(members))
 
     # A deliberately broken shard: sample 1 has a corrupt JPEG, sample 2 has no caption member.
     tasks = [Task("rs5m-faulty", i, "train") for i in range(4)]
@@ -189,7 +189,7 @@ def _write_rs5m(root: Path, scale: Scale, render: _Renderer) -> dict[str, object
         if task.index == 1:
             product.image = product.image[:64] + b"this is not the rest of a JPEG file" * 8
         members += _rs5m_sample("faulty", task.index, product, caption=task.index != 2)
-    atomic_write(root / "rs5m_faulty" / "faulty-0000.tar", tar_bytes(members))
+    write_bytes(root / "rs5m_faulty" / "faulty-0000.tar", tar_bytes(members))
     last = scale.rs5m_shards - 1
     return {
         "rs5m_train": str(folder / f"{{{','.join(RS5M_PREFIXES)}}}-train-{{0000..{last:04d}}}.tar"),
@@ -228,7 +228,7 @@ def _write_mgrs(root: Path, scale: Scale, render: _Renderer) -> dict[str, object
     items = []
     for task, product in zip(tasks, render(tasks)):
         path = mgrs_image_path(task.index)
-        atomic_write(folder / "global_imgs" / path, product.image)
+        write_bytes(folder / "global_imgs" / path, product.image)
         items.append(_mgrs_item(path, product, task.index))
     write_json(folder / "text_info.json", items)
 
@@ -242,7 +242,7 @@ def _write_mgrs(root: Path, scale: Scale, render: _Renderer) -> dict[str, object
         if task.index == 1:
             item["segment"] = []
         if task.index != 2:
-            atomic_write(faulty / "global_imgs" / path, product.image)
+            write_bytes(faulty / "global_imgs" / path, product.image)
         items.append(item)
     write_json(faulty / "text_info.json", items)
     return {"mgrs_json": str(folder / "text_info.json"), "mgrs_images": str(folder / "global_imgs"),
@@ -261,7 +261,7 @@ def _write_classification(bench: Path, scale: Scale, render: _Renderer) -> None:
         tasks = _balanced(f"cls-{spec.name}", scale.classification)
         for task, product in zip(tasks, render(tasks)):
             rel = f"{spec.folder}/images/{product.scene_class.replace(' ', '_')}/{spec.folder}_{task.index:05d}.jpg"
-            atomic_write(bench / rel, product.image)
+            write_bytes(bench / rel, product.image)
             label = SCENE_CLASSES.index(product.scene_class) if spec.integer_labels else product.scene_class
             rows.append((rel, label))
         rows.insert(len(rows) // 2, (rows[0][0], ""))  # an unlabeled row: readers must drop it
@@ -283,7 +283,7 @@ def _write_retrieval(bench: Path, scale: Scale, render: _Renderer) -> None:
         tasks = [Task(f"ret-{name}", i, "bench") for i in range(scale.retrieval)]
         for task, product in zip(tasks, render(tasks)):
             rel = f"{name}/images/{name.lower()}_{task.index:05d}.jpg"
-            atomic_write(bench / rel, product.image)
+            write_bytes(bench / rel, product.image)
             rows += [(rel, t) for t in _retrieval_titles(product, task.index)]
         write_csv(bench / csv_path, ("filepath", "title"), rows)
 
@@ -291,7 +291,7 @@ def _write_retrieval(bench: Path, scale: Scale, render: _Renderer) -> None:
     tasks = [Task("ret-SkyScript", i, "bench") for i in range(scale.retrieval)]
     for task, product in zip(tasks, render(tasks)):
         rel = f"SkyScript/images/skyscript_test_{task.index:05d}.jpg"
-        atomic_write(bench / rel, product.image)
+        write_bytes(bench / rel, product.image)
         multi = "a satellite image of " + product.captions["brief"].rstrip(".")
         rows.append((rel, product.captions["short0"], multi))
     write_csv(bench / SKYSCRIPT_TEST_CSV, ("filepath", "title", "title_multi_objects"), rows)
@@ -300,7 +300,7 @@ def _write_retrieval(bench: Path, scale: Scale, render: _Renderer) -> None:
     tasks = [Task("skyscript-val", i, "bench") for i in range(scale.skyscript_val)]
     for task, product in zip(tasks, render(tasks)):
         rel = f"SkyScript/val_images/skyscript_val_{task.index:05d}.jpg"
-        atomic_write(bench / rel, product.image)
+        write_bytes(bench / rel, product.image)
         rows.append((rel, product.captions[f"short{task.index % 3}"]))
     write_csv(bench / SKYSCRIPT_VAL_CSV, ("filepath", "title"), rows)
 
@@ -314,8 +314,8 @@ def _write_ovss(root: Path, scale: Scale, render: _Renderer) -> None:
                       ovss=spec.name) for i in range(scale.ovss)]
         for task, product in zip(tasks, render(tasks)):
             stem = f"{spec.name.lower()}_{task.index:05d}"
-            atomic_write(base / "img_dir" / spec.split / f"{stem}.png", product.image)
-            atomic_write(base / "ann_dir" / spec.split / f"{stem}{spec.ann_suffix}", product.label)
+            write_bytes(base / "img_dir" / spec.split / f"{stem}.png", product.image)
+            write_bytes(base / "ann_dir" / spec.split / f"{stem}{spec.ann_suffix}", product.label)
         write_text(base / "classes.txt", "\n".join(spec.classes) + "\n")
 
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 import colorsys
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
 from PIL import Image
 
+from ..atomic import atomic_write
 from .datasets import IGNORE_INDEX
 from .metrics import RECALL_KS
 
@@ -53,13 +52,6 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
 
 
 def _fmt(value: Any) -> str:
@@ -136,8 +128,8 @@ def write_report(results: dict, out_dir: Union[str, Path]) -> dict[str, Path]:
                 written[str(rel)] = out / rel
                 paths.append(rel.as_posix())
             clean["segmentation"]["datasets"][name] = {**metrics, "examples": paths}
-    _write_atomic(out / "results.json", json.dumps(_jsonable(clean), indent=2, allow_nan=False) + "\n")
-    _write_atomic(out / "results.md", markdown(clean) + "\n")
+    atomic_write(out / "results.json", json.dumps(_jsonable(clean), indent=2, allow_nan=False) + "\n")
+    atomic_write(out / "results.md", markdown(clean) + "\n")
     written["results.json"] = out / "results.json"
     written["results.md"] = out / "results.md"
     return written

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Optional
 
+from ..atomic import atomic_write
 from .registry import get_spec, list_names
 
 log = logging.getLogger(__name__)
@@ -75,15 +74,12 @@ def download(name: str, to: Optional[str] = None, *, cache_dir: Optional[str] = 
     dest_dir = Path(to)
     dest_dir.mkdir(parents=True, exist_ok=True)
     dest = dest_dir / Path(filename).name
-    fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=f".{dest.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        shutil.copyfile(path, tmp)
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return str(dest)
+
+    def copy(handle) -> None:
+        with open(path, "rb") as source:
+            shutil.copyfileobj(source, handle, 1 << 22)
+
+    return str(atomic_write(dest, copy))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,14 +11,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import tarfile
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from ...atomic import atomic_write
 
 TAR_MTIME = 1_700_000_000  # fixed member timestamp (2023-11-14), so tars hash the same every run
 JPEG_QUALITY = 92
@@ -38,23 +38,14 @@ def encode_png(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def write_bytes(path: Path, data: bytes) -> None:
+    """``data`` to ``path`` through :func:`farslip.atomic.atomic_write`, without fsync (the world
+    is thousands of small files that can be regenerated from the seed)."""
+    atomic_write(path, data, durable=False)
 
 
 def write_text(path: Path, text: str) -> None:
-    atomic_write(path, text.encode("utf-8"))
+    write_bytes(path, text.encode("utf-8"))
 
 
 def write_json(path: Path, obj: object) -> None:
