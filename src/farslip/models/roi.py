@@ -1,7 +1,7 @@
 """Region features: RoI-Align over the dense token map (SPEC section 2)."""
 from __future__ import annotations
 
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -19,22 +19,38 @@ def token_map(tokens: torch.Tensor, grid: Grid) -> torch.Tensor:
     return tokens.transpose(1, 2).reshape(batch, dim, gh, gw)
 
 
+def _to_grid(boxes: torch.Tensor, gh: int, gw: int) -> torch.Tensor:
+    """[K, 4] normalised xyxy -> token-grid units (Python-scalar products: no tensor to copy in)."""
+    if gh == gw:
+        return boxes * gw
+    return torch.stack((boxes[:, 0] * gw, boxes[:, 1] * gh, boxes[:, 2] * gw, boxes[:, 3] * gh), dim=1)
+
+
 def roi_features(
     tokens: torch.Tensor,
     boxes: Union[Sequence[torch.Tensor], torch.Tensor],
     grid: Grid,
+    image_index: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """L2-normalised region features [sum n_i, D], image-major.
 
     ``boxes`` holds, per image, an [n_i, 4] tensor of normalised (x1, y1, x2, y2) in [0, 1]
     (a [B, n, 4] tensor is read as B lists of n). Each box is scaled to the g x g token grid and
     RoI-aligned to g x g bins (``aligned=True``, adaptive sampling); the bins are averaged.
+    With ``image_index`` [K], ``boxes`` is one packed [K, 4] tensor and row k belongs to image
+    ``image_index[k]`` (what the trainer prepares on the host: nothing here depends on values).
     """
     fmap = token_map(tokens, grid)
     gh, gw = fmap.shape[-2:]
-    scale = torch.tensor([gw, gh, gw, gh], dtype=fmap.dtype, device=fmap.device)
-    scaled = [b.to(device=fmap.device, dtype=fmap.dtype).reshape(-1, 4) * scale for b in boxes]
-    if len(scaled) != fmap.shape[0]:
-        raise ValueError(f"{len(scaled)} box sets for {fmap.shape[0]} images")
-    pooled = roi_align(fmap, scaled, output_size=(gh, gw), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+    if image_index is not None:
+        packed = _to_grid(boxes.to(device=fmap.device, dtype=fmap.dtype).reshape(-1, 4), gh, gw)
+        if image_index.shape[0] != packed.shape[0]:
+            raise ValueError(f"{image_index.shape[0]} image indices for {packed.shape[0]} boxes")
+        index = image_index.to(device=fmap.device, dtype=fmap.dtype)[:, None]
+        rois: Union[torch.Tensor, list[torch.Tensor]] = torch.cat([index, packed], dim=1)
+    else:
+        rois = [_to_grid(b.to(device=fmap.device, dtype=fmap.dtype).reshape(-1, 4), gh, gw) for b in boxes]
+        if len(rois) != fmap.shape[0]:
+            raise ValueError(f"{len(rois)} box sets for {fmap.shape[0]} images")
+    pooled = roi_align(fmap, rois, output_size=(gh, gw), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
     return F.normalize(pooled.mean(dim=(2, 3)), dim=-1)

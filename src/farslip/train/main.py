@@ -30,7 +30,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 import farslip
-from farslip.data.transforms import eval_transform
+from farslip.data.transforms import eval_transform, normalize_views
 from farslip.models.longclip import FrozenRows, enable_long_text, is_long_text
 from farslip.models.text import encode_text
 
@@ -38,12 +38,18 @@ from farslip.losses import global_itc_loss
 
 from . import checkpoint
 from .args import parse_args
-from .step import StudentFeatures, compute_losses, make_plan
+from .step import StudentFeatures, compute_losses, make_plan, prepare_batch
 from .teacher import Teacher
 
 log = logging.getLogger("farslip.train")
 MAX_LOGIT_SCALE = math.log(100.0)
 _HANDLERS: list[logging.Handler] = []
+_NO_PHASE = nullcontext()
+
+
+def no_phase(name: str) -> nullcontext:
+    """The default ``Trainer.phase``: no timing (``scripts/bench.py train`` puts a timer here)."""
+    return _NO_PHASE
 
 
 # --------------------------------------------------------------------------- set-up helpers
@@ -181,6 +187,11 @@ class Trainer:
         self.student = student
         self.tokenizer = farslip.get_tokenizer(self.model)
         self.skipped_total = 0
+        self.phase = no_phase  # phase(name) -> context manager around each part of a step
+
+    def prepare(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Host-side bookkeeping of a CPU batch (``step.prepare_batch``), before it moves."""
+        return prepare_batch(batch, self.plan, self.model)
 
     def _resume(self) -> None:
         args = self.args
@@ -202,33 +213,41 @@ class Trainer:
 
     # ---------------------------------------------------------------- one optimiser step
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        args = self.args
+        """One optimiser step on a device batch (best from :meth:`prepare`: then no part of
+        the step reads tensor values on the host); uint8 views are normalised here."""
+        args, phase = self.args, self.phase
+        with phase("data"):
+            batch = normalize_views(batch)
         with self.autocast():
-            targets = self.teacher.targets(batch, self.plan) if self.plan.distill else None
-            feats = self.student(batch)
-            terms = compute_losses(self.plan, feats, batch, grid=self.grid,
-                                   weights=self.weights, clip_loss=self.clip_loss,
-                                   targets=targets, gather_with_grad=args.gather_with_grad,
-                                   rank=args.rank, world_size=args.world_size)
-        self.optimizer.zero_grad(set_to_none=True)
+            with phase("teacher"):
+                targets = self.teacher.targets(batch, self.plan) if self.plan.distill else None
+            with phase("forward"):
+                feats = self.student(batch)
+                terms = compute_losses(self.plan, feats, batch, grid=self.grid,
+                                       weights=self.weights, clip_loss=self.clip_loss,
+                                       targets=targets, gather_with_grad=args.gather_with_grad,
+                                       rank=args.rank, world_size=args.world_size)
         loss = terms["loss"]
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            if args.grad_clip_norm is not None:
-                self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self.model.parameters(), args.grad_clip_norm)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            loss.backward()
-            if args.grad_clip_norm is not None:
-                nn.utils.clip_grad_norm_(self.model.parameters(), args.grad_clip_norm)
-            self.optimizer.step()
-        with torch.no_grad():
-            if self.guard is not None:
-                self.guard.restore()
-            self.model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
-        self.teacher.update(self.model)
+        with phase("backward"):
+            self.optimizer.zero_grad(set_to_none=True)
+            (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+        with phase("optimizer"):
+            if self.scaler is not None:
+                if args.grad_clip_norm is not None:
+                    self.scaler.unscale_(self.optimizer)
+                    nn.utils.clip_grad_norm_(self.model.parameters(), args.grad_clip_norm)
+                self.scaler.step(self.optimizer)  # reads found_inf: the one host sync of amp
+                self.scaler.update()
+            else:
+                if args.grad_clip_norm is not None:
+                    nn.utils.clip_grad_norm_(self.model.parameters(), args.grad_clip_norm)
+                self.optimizer.step()
+            with torch.no_grad():
+                if self.guard is not None:
+                    self.guard.restore()
+                self.model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+        with phase("teacher"):
+            self.teacher.update(self.model)
         return {k: v.detach() for k, v in terms.items()}
 
     # ---------------------------------------------------------------- one epoch
@@ -250,7 +269,7 @@ class Trainer:
             done = i + 1
             lr = scheduler(self.step)
             skipped = int(batch.pop("skipped").sum()) if "skipped" in batch else 0
-            batch = to_device(batch, self.device)
+            batch = to_device(self.prepare(batch), self.device)
             terms = self.train_step(batch)
             self.step += 1
             seen += 1
