@@ -132,3 +132,55 @@ def test_prepare_refuses_a_batch_without_the_crops_a_loss_needs():
     batch["obj"], batch["obj_rows"] = batch["obj"][labelled[:-1]], labelled[:-1]
     with pytest.raises(ValueError, match="does not hold"):
         prepare_batch(batch, make_plan(args), model)
+
+
+@pytest.mark.parametrize("align,pixels", [("cls", "labelled"), ("roi", "none")])
+def test_loader_leaves_out_unread_object_crops_and_the_losses_stay(tmp_path, align, pixels):
+    from farslip.data.train_data import get_train_data
+
+    from ._train_utils import write_mgrs
+
+    js, imgs = write_mgrs(tmp_path / "mgrs", items=6)  # every image has a free-text object
+    args = make_args("--method", "farslip2", "--local-itc-align", align, data=js, root=imgs)
+    args.rank, args.world_size = 0, 1
+    assert args.object_pixels == pixels
+    model = tiny_model()
+    tok = farslip.get_tokenizer(model)
+    size = model.visual.image_size
+
+    def first(object_pixels):
+        info = get_train_data(args, tok, size, crops=args.crops, objects=args.objects,
+                              object_pixels=object_pixels)
+        return next(iter(info.dataloader))
+
+    full, lean = first("all"), first(pixels)
+    labels = full["obj_label"]
+    assert (labels < 0).any() and full["obj"].shape[0] == labels.shape[0]
+    kept = (labels >= 0).nonzero().squeeze(1) if pixels == "labelled" else labels[:0]
+    assert torch.equal(lean["obj_rows"], kept) and lean["obj"].shape[0] == kept.shape[0]
+    assert torch.equal(lean["obj"], full["obj"][kept])  # the crops it keeps are the same pixels
+    for key in ("image", "crop", "obj_box", "obj_valid", "obj_label", "obj_text"):
+        assert torch.equal(lean[key], full[key]), key
+    plan = make_plan(args)
+    clip = farslip.losses.global_itc_loss()
+    terms = []
+    for batch in (full, lean):
+        from farslip.data.transforms import normalize_views
+
+        batch = normalize_views(prepare_batch(batch, plan, model))
+        feats = StudentFeatures(model, plan)(batch)
+        terms.append(compute_losses(plan, feats, batch, grid=model.visual.grid_size, weights=WEIGHTS,
+                                    clip_loss=clip))
+    for name in ("global_itc", "distill", "local_itc", "loss", "local_rows"):
+        assert torch.equal(terms[0][name], terms[1][name]), name
+
+
+@pytest.mark.parametrize("flags,pixels", [
+    ((), "labelled"),
+    (("--no-mpcl-loss",), "all"),
+    (("--local-itc-align", "roi"), "none"),
+    (("--local-itc-align", "roi", "--local-method", "objects"), "all"),
+    (("--loss-type", "global_itc", "distill"), "none"),
+])
+def test_object_pixels_follow_the_losses(flags, pixels):
+    assert make_args("--method", "farslip2", *flags).object_pixels == pixels

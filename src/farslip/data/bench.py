@@ -5,8 +5,11 @@ random crops per image (stage 1) and MGRS json with object views plus N random c
 the stage-2 jitter (stage 2), for each worker count. Reports samples/s overall and per worker
 (time to the first batch, i.e. worker start-up and shuffle-buffer fill, is reported apart and
 excluded from the rate). The benchmark process uses one torch thread, as each DataLoader worker
-does, so ``workers=0`` measures one core and per-worker rates compare. Prints a Markdown table
-and writes JSON.
+does, so ``workers=0`` measures one core and per-worker rates compare. Each configuration is
+timed for every ``--view-resize`` kernel asked for (torch's uint8 bicubic, PIL's), in one run.
+MGRS builds the object crops of ``--object-pixels`` (default: the labelled ones, what the
+default stage-2 recipe's MPCL region loss reads; ``all`` is what a loss on every object needs).
+Prints a Markdown table and writes JSON.
 """
 from __future__ import annotations
 
@@ -36,6 +39,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=10, help="per-rank batch (the recipe's 10)")
     p.add_argument("--max-boxes", type=int, default=4, help="local views per image (N)")
     p.add_argument("--batches", type=int, default=8, help="timed batches per configuration (after the first)")
+    p.add_argument("--view-resize", nargs="+", default=["torch"], choices=("torch", "pil"),
+                   help="resize kernels to time (the trainer's --view-resize)")
+    p.add_argument("--object-pixels", default="labelled", choices=("all", "labelled", "none"),
+                   help="MGRS object crops to build (the trainer derives it from its losses)")
     p.add_argument("--out", default="bench_out/data.json", help="JSON results file")
     return p.parse_args(argv)
 
@@ -55,9 +62,10 @@ def world_paths(folder: Optional[str], scale: str) -> dict:
     }
 
 
-def loader_args(pipeline: str, world: dict, opts: argparse.Namespace, workers: int) -> tuple[argparse.Namespace, dict]:
+def loader_args(pipeline: str, world: dict, opts: argparse.Namespace, workers: int,
+                resize: str = "torch") -> tuple[argparse.Namespace, dict]:
     """The trainer-style args and get_train_data keywords of one pipeline."""
-    common = dict(
+    common = dict(view_resize=resize,
         train_dataset_name="bench", root_train_img_dir=None, val_data=None, root_val_img_dir=None,
         local_method="randomcrops", max_boxes=opts.max_boxes, min_size=64, max_size=1024,
         batch_size=opts.batch_size, workers=workers, seed=0, dataset_resampled=False, world_size=1, rank=0,
@@ -68,20 +76,25 @@ def loader_args(pipeline: str, world: dict, opts: argparse.Namespace, workers: i
         return argparse.Namespace(**args), dict(crops=True, objects=False)
     args = dict(common, train_data=world["mgrs_json"], root_train_img_dir=world["mgrs_images"],
                 train_dataset_type="json", method="farslip2", train_num_samples=None)
-    return argparse.Namespace(**args), dict(crops=True, objects=True)
+    return argparse.Namespace(**args), dict(crops=True, objects=True,
+                                            object_pixels=getattr(opts, "object_pixels", "all"))
 
 
 def time_loader(info, batches: int) -> dict:
-    """Iterate ``batches`` + 1 batches (epochs repeat as needed); the first one is timed apart."""
+    """Iterate ``batches`` + 1 batches (epochs repeat as needed); the first one is timed apart.
+
+    Besides wall time, the CPU time of this process: with ``workers=0`` that is the loader's
+    own cost, which other jobs on a shared machine barely change (``samples_per_cpu_s``).
+    """
     start = time.perf_counter()
-    first = None
+    first = cpu_start = None
     samples = views = done = epoch = 0
     while done <= batches:
         info.set_epoch(epoch)
         for batch in info.dataloader:
             if first is None:
                 first = time.perf_counter() - start
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), time.process_time()
             else:
                 samples += batch["image"].shape[0]
                 views += sum(batch[k].shape[0] for k in ("crop", "obj") if k in batch)
@@ -89,9 +102,9 @@ def time_loader(info, batches: int) -> dict:
             if done > batches:
                 break
         epoch += 1
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     return {"first_batch_s": first, "samples": samples, "local_views": views, "seconds": elapsed,
-            "samples_per_s": samples / elapsed}
+            "cpu_seconds": cpu, "samples_per_s": samples / elapsed, "samples_per_cpu_s": samples / cpu}
 
 
 def main(argv: list[str]) -> int:
@@ -107,10 +120,12 @@ def main(argv: list[str]) -> int:
     torch.set_num_threads(1)
     results = []
     try:
-        for pipeline, workers in tqdm([(p, w) for p in opts.pipelines for w in opts.workers], desc="data bench"):
-            args, views = loader_args(pipeline, world, opts, workers)
+        configs = [(p, w, r) for p in opts.pipelines for w in opts.workers for r in opts.view_resize]
+        for pipeline, workers, resize in tqdm(configs, desc="data bench"):
+            args, views = loader_args(pipeline, world, opts, workers, resize)
             info = get_train_data(args, tokenizer, opts.image_size, **views)
-            row = {"pipeline": pipeline, "workers": workers, "image_size": opts.image_size,
+            row = {"pipeline": pipeline, "workers": workers, "view_resize": resize,
+                   "object_pixels": views.get("object_pixels", "-"), "image_size": opts.image_size,
                    "batch_size": opts.batch_size, "max_boxes": opts.max_boxes, **time_loader(info, opts.batches)}
             row["samples_per_s_per_worker"] = row["samples_per_s"] / max(workers, 1)
             results.append(row)
@@ -120,10 +135,13 @@ def main(argv: list[str]) -> int:
     os.makedirs(os.path.dirname(os.path.abspath(opts.out)), exist_ok=True)
     with open(opts.out, "w", encoding="utf-8") as f:
         json.dump({"cpu_count": os.cpu_count(), "results": results}, f, indent=2)
-    print("| pipeline | workers | samples/s | samples/s per worker | local views/s | first batch (s) |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| pipeline | resize | object crops | workers | samples/s | samples/s per worker | local views/s "
+          "| first batch (s) | samples per CPU-s (workers 0) |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
     for r in results:
-        print(f"| {r['pipeline']} | {r['workers']} | {r['samples_per_s']:.1f} | {r['samples_per_s_per_worker']:.1f} "
-              f"| {r['local_views'] / r['seconds']:.1f} | {r['first_batch_s']:.2f} |")
+        per_cpu = f"{r['samples_per_cpu_s']:.1f}" if r["workers"] == 0 else "-"
+        print(f"| {r['pipeline']} | {r['view_resize']} | {r['object_pixels']} | {r['workers']} "
+              f"| {r['samples_per_s']:.1f} | {r['samples_per_s_per_worker']:.1f} "
+              f"| {r['local_views'] / r['seconds']:.1f} | {r['first_batch_s']:.2f} | {per_cpu} |")
     print(f"\nwritten {opts.out}")
     return 0

@@ -10,6 +10,15 @@ encoding a loss uses, counted alone (texts without their padding), times 3 for t
 means no wasted encoding. (The counter misses part of ``nn.MultiheadAttention``'s inference
 fast path, which the eval-mode teacher takes under ``no_grad``; the teacher is therefore
 counted by running it, so both columns undercount it alike.)
+
+Each timed step starts from the CPU batch as the loader hands it over (uint8 views, pinned on a
+GPU): host-side bookkeeping, the copy to the device and the normalisation are the step's
+"data" phase; the others are the teacher (targets and EMA update), forward (student and
+losses), backward and optimizer. On a GPU the phases are timed in a second pass with a
+synchronisation at each boundary (the throughput pass has none). "time/FLOP vs vanilla" is
+(step time / vanilla's) / (FLOPs done / vanilla's): 1 means the step's time follows its work.
+"reads/step" counts the operations inside one step that read tensor values on the host
+(:class:`~farslip.train.syncs.HostReads`; each is a host sync on a GPU).
 The data pipeline has its own benchmark (``scripts/bench.py data``).
 """
 from __future__ import annotations
@@ -23,15 +32,20 @@ import tempfile
 import time
 from pathlib import Path
 
+from collections import defaultdict
+
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import farslip
 from farslip.models.text import encode_text
 
+from farslip.data.transforms import normalize_views
+
 from .args import parse_args
-from .main import Trainer
+from .main import Trainer, to_device
 from .step import encode_views
+from .syncs import HostReads
 
 CONFIGS = {
     "vanilla": ["--method", "vanilla"],
@@ -40,22 +54,30 @@ CONFIGS = {
     "farslip1/frozen": ["--method", "farslip1", "--use-imagecrop-aug", "--distill-type", "frozen"],
     "farslip2/active": ["--method", "farslip2", "--train-dataset-type", "json"],
     "farslip2/ema": ["--method", "farslip2", "--train-dataset-type", "json", "--distill-type", "ema"],
+    "farslip2/objects": ["--method", "farslip2", "--train-dataset-type", "json", "--local-method", "objects"],
+    "farslip2/roi": ["--method", "farslip2", "--train-dataset-type", "json", "--local-itc-align", "roi"],
 }
+PHASES = ("data", "teacher", "forward", "backward", "optimizer")
 
 
 def full_batch(model, batch_size: int, boxes: int, *, crops: bool, objects: bool) -> dict:
-    """A batch with every view slot filled (random pixels, boxes, category labels)."""
+    """A CPU batch with every view slot filled, as the loader gives it (uint8 pixels, boxes,
+    category labels)."""
     size = model.visual.image_size
     size = size if isinstance(size, int) else size[0]
     tok = farslip.get_tokenizer(model)
     b, n = batch_size, boxes
-    batch = {"image": torch.randn(b, 3, size, size),
+
+    def pixels(count):
+        return torch.randint(0, 256, (count, 3, size, size), dtype=torch.uint8)
+
+    batch = {"image": pixels(b),
              "text": tok([f"a satellite image of scene {i}" for i in range(b)])}
     corner = torch.rand(b, n, 2) * 0.5
     box = torch.cat([corner, corner + 0.5], dim=-1)
     for prefix, wanted in (("crop", crops), ("obj", objects)):
         if wanted:
-            batch[prefix] = torch.randn(b * n, 3, size, size)
+            batch[prefix] = pixels(b * n)
             batch[f"{prefix}_box"], batch[f"{prefix}_valid"] = box, torch.ones(b, n, dtype=torch.bool)
     if objects:
         labels = torch.randint(0, 8, (b * n,))
@@ -73,6 +95,7 @@ def _flops(fn) -> int:
 def needed_flops(trainer: Trainer, batch: dict) -> int:
     """FLOPs of the encodings the losses use, each counted alone (see the module docstring)."""
     plan, model = trainer.plan, trainer.model
+    batch = normalize_views(batch)
     total = 0
 
     def forward(images, need):
@@ -82,19 +105,64 @@ def needed_flops(trainer: Trainer, batch: dict) -> int:
         total += 3 * forward(batch["image"], plan.image_need)
         if plan.global_itc:
             total += 3 * _flops(lambda: encode_text(model, batch["text"]))
+        shared = plan.student_distill and plan.distill_views == "obj"
         if plan.distill:
             views = batch[plan.distill_views]
-            if plan.student_distill:
+            if shared:  # one encoding of every object crop serves both losses
+                total += 3 * forward(views, plan.obj_need)
+            elif plan.student_distill:
                 total += 3 * forward(views, plan.distill_need)
             else:  # the teacher itself (eval mode: see the module docstring)
                 total += _flops(lambda: trainer.teacher.encoder(views))
         if plan.local_itc:
-            keep = batch["obj_label"] >= 0
-            if plan.local_need:
+            keep = batch["obj_label"] >= 0 if plan.mpcl else torch.ones_like(batch["obj_label"], dtype=torch.bool)
+            if plan.local_need and not shared:
                 total += 3 * forward(batch["obj"][keep], plan.local_need)
             texts = torch.unique(batch["obj_text"][keep], dim=0)
             total += 3 * _flops(lambda: encode_text(model, texts))
     return total
+
+
+class PhaseTimer:
+    """``Trainer.phase``: wall time per phase name (synchronising CUDA at each boundary)."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    def __call__(self, name: str):
+        return _Phase(self, name)
+
+
+class _Phase:
+    def __init__(self, timer: PhaseTimer, name: str):
+        self.timer, self.name = timer, name
+
+    def __enter__(self):
+        if self.timer.cuda:
+            torch.cuda.synchronize()
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc):
+        if self.timer.cuda:
+            torch.cuda.synchronize()
+        self.timer.seconds[self.name] += time.perf_counter() - self.start
+
+
+def host_reads(trainer: Trainer, batch: dict) -> int:
+    """Value reads inside one step (the optimiser's host-side step counter excluded)."""
+    step = trainer.optimizer.step
+    with HostReads() as reads:
+        def paused_step(*a, **k):
+            with reads.paused():
+                return step(*a, **k)
+
+        trainer.optimizer.step = paused_step
+        try:
+            trainer.train_step(batch)
+        finally:
+            del trainer.optimizer.step
+    return reads.total
 
 
 def bench_one(model_name: str, label: str, flags: list[str], args: argparse.Namespace,
@@ -109,40 +177,72 @@ def bench_one(model_name: str, label: str, flags: list[str], args: argparse.Name
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(targs, device, Path(tmp))
-    batch = full_batch(trainer.model, args.batch_size, args.boxes,
-                       crops=targs.crops, objects=targs.objects)
-    batch = {k: v.to(device) for k, v in batch.items()}
-    done = _flops(lambda: trainer.train_step(batch))
-    need = needed_flops(trainer, batch)
+    cpu = full_batch(trainer.model, args.batch_size, args.boxes,
+                     crops=targs.crops, objects=targs.objects)
+    if device.type == "cuda":
+        cpu = {k: v.pin_memory() for k, v in cpu.items()}
+
+    def step(batch=None):
+        if batch is None:
+            with trainer.phase("data"):
+                batch = to_device(trainer.prepare(cpu), device)
+        return trainer.train_step(batch)
+
+    ready = to_device(trainer.prepare(cpu), device)
+    done = _flops(lambda: trainer.train_step(ready))
+    need = needed_flops(trainer, ready)
+    reads = host_reads(trainer, ready)
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    trainer.train_step(batch)  # warm-up
+    step()  # warm-up
     if device.type == "cuda":
         torch.cuda.synchronize()
+    timer = PhaseTimer(device)
+    if device.type != "cuda":
+        trainer.phase = timer  # no synchronisation: the split costs nothing on a CPU
     start = time.perf_counter()
     for _ in range(args.steps):
-        trainer.train_step(batch)
+        step()
     if device.type == "cuda":
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     seconds = (time.perf_counter() - start) / args.steps
+    if device.type == "cuda":  # a second pass for the split (it synchronises at each phase)
+        trainer.phase = timer
+        for _ in range(args.steps):
+            step()
+    total = sum(timer.seconds.values()) or float("nan")
+    split = {f"{p}_frac": timer.seconds.get(p, 0.0) / total for p in PHASES}
     return {"model": model_name, "config": label, "device": str(device),
-            "batch_size": args.batch_size, "boxes": args.boxes,
+            "precision": args.precision, "batch_size": args.batch_size, "boxes": args.boxes,
             "samples_per_s": args.batch_size / seconds, "step_s": seconds,
             "peak_mib": peak, "gflops_done": done / 1e9, "gflops_needed": need / 1e9,
-            "done_over_needed": done / need if need else float("nan")}
+            "done_over_needed": done / need if need else float("nan"),
+            "host_reads_per_step": reads, **split}
+
+
+def add_ratios(rows: list[dict]) -> None:
+    """``time_per_flop_vs_vanilla`` for each row whose model also has a vanilla row."""
+    base = {r["model"]: r for r in rows if r["config"] == "vanilla"}
+    for r in rows:
+        v = base.get(r["model"])
+        r["time_per_flop_vs_vanilla"] = (
+            (r["step_s"] / v["step_s"]) / (r["gflops_done"] / v["gflops_done"]) if v else float("nan"))
 
 
 def table(rows: list[dict]) -> str:
-    head = "| model | config | device | samples/s | step s | peak MiB | GFLOP done | GFLOP needed | done/needed |"
-    lines = [head, "|" + "---|" * 9]
+    head = ("| model | config | samples/s | step s | GFLOP done | GFLOP needed | done/needed "
+            "| time/FLOP vs vanilla | data | teacher | forward | backward | optimizer | reads/step | peak MiB |")
+    lines = [head, "|" + "---|" * 15]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['config']} | {r['device']} | {r['samples_per_s']:.1f} "
-                     f"| {r['step_s']:.3f} | {r['peak_mib']:.0f} | {r['gflops_done']:.2f} "
-                     f"| {r['gflops_needed']:.2f} | {r['done_over_needed']:.3f} |")
+        split = " | ".join(f"{100 * r[f'{p}_frac']:.0f} %" for p in PHASES)
+        lines.append(f"| {r['model']} | {r['config']} | {r['samples_per_s']:.1f} | {r['step_s']:.3f} "
+                     f"| {r['gflops_done']:.2f} | {r['gflops_needed']:.2f} | {r['done_over_needed']:.3f} "
+                     f"| {r['time_per_flop_vs_vanilla']:.2f} | {split} | {r['host_reads_per_step']} "
+                     f"| {r['peak_mib']:.0f} |")
     return "\n".join(lines)
 
 
@@ -157,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per configuration")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "amp", "amp_bf16"))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's own choice; 1 for per-core numbers)")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(argv)
     logging.getLogger().setLevel(logging.WARNING)
@@ -164,11 +266,16 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown configs: {', '.join(sorted(unknown))}")
     device = torch.device(args.device)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     rows = []
     for model_name in args.models.split(","):
         for label in args.configs.split(","):
             rows.append(bench_one(model_name, label, CONFIGS[label], args, device))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    add_ratios(rows)
+    print(f"device {device}, precision {args.precision}, batch {args.batch_size} x {args.boxes} views, "
+          f"torch threads {torch.get_num_threads()}")
     print(table(rows))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

@@ -389,7 +389,8 @@ def run(args: argparse.Namespace) -> int:
     trainer = Trainer(args, device, run_dir)
     image_size = trainer.model.visual.image_size
     data = get_train_data(args, trainer.tokenizer, image_size, crops=args.crops,
-                          objects=args.objects, epoch=trainer.start_epoch)
+                          objects=args.objects, epoch=trainer.start_epoch,
+                          object_pixels=args.object_pixels)
     val = (get_val_data(args, eval_transform(image_size), trainer.tokenizer) if master else None)
     total_steps = data.num_batches * args.epochs
     scheduler = cosine_lr(trainer.optimizer, args.lr, args.warmup, total_steps)
