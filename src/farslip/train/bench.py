@@ -16,7 +16,9 @@ GPU): host-side bookkeeping, the copy to the device and the normalisation are th
 "data" phase; the others are the teacher (targets and EMA update), forward (student and
 losses), backward and optimizer. On a GPU the phases are timed in a second pass with a
 synchronisation at each boundary (the throughput pass has none). "time/FLOP vs vanilla" is
-(step time / vanilla's) / (FLOPs done / vanilla's): 1 means the step's time follows its work.
+(step time / vanilla's) / (FLOPs done / vanilla's): 1 means the step's time follows its work
+(step time = CPU time of the process on a CPU, where "samples per CPU-s" with ``--threads 1``
+is the per-core rate that other jobs on a shared machine barely change; wall time on a GPU).
 "reads/step" counts the operations inside one step that read tensor values on the host
 (:class:`~farslip.train.syncs.HostReads`; each is a host sync on a GPU).
 The data pipeline has its own benchmark (``scripts/bench.py data``).
@@ -124,10 +126,12 @@ def needed_flops(trainer: Trainer, batch: dict) -> int:
 
 
 class PhaseTimer:
-    """``Trainer.phase``: wall time per phase name (synchronising CUDA at each boundary)."""
+    """``Trainer.phase``: time per phase name: wall time synchronising CUDA at each boundary
+    on a GPU, this process's CPU time on a CPU (which other jobs on the machine barely move)."""
 
     def __init__(self, device: torch.device):
         self.cuda = device.type == "cuda"
+        self.clock = time.perf_counter if self.cuda else time.process_time
         self.seconds: dict[str, float] = defaultdict(float)
 
     def __call__(self, name: str):
@@ -141,12 +145,12 @@ class _Phase:
     def __enter__(self):
         if self.timer.cuda:
             torch.cuda.synchronize()
-        self.start = time.perf_counter()
+        self.start = self.timer.clock()
 
     def __exit__(self, *exc):
         if self.timer.cuda:
             torch.cuda.synchronize()
-        self.timer.seconds[self.name] += time.perf_counter() - self.start
+        self.timer.seconds[self.name] += self.timer.clock() - self.start
 
 
 def host_reads(trainer: Trainer, batch: dict) -> int:
@@ -201,7 +205,7 @@ def bench_one(model_name: str, label: str, flags: list[str], args: argparse.Name
     timer = PhaseTimer(device)
     if device.type != "cuda":
         trainer.phase = timer  # no synchronisation: the split costs nothing on a CPU
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for _ in range(args.steps):
         step()
     if device.type == "cuda":
@@ -210,6 +214,7 @@ def bench_one(model_name: str, label: str, flags: list[str], args: argparse.Name
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     seconds = (time.perf_counter() - start) / args.steps
+    cpu_seconds = (time.process_time() - cpu_start) / args.steps
     if device.type == "cuda":  # a second pass for the split (it synchronises at each phase)
         trainer.phase = timer
         for _ in range(args.steps):
@@ -218,10 +223,16 @@ def bench_one(model_name: str, label: str, flags: list[str], args: argparse.Name
     split = {f"{p}_frac": timer.seconds.get(p, 0.0) / total for p in PHASES}
     return {"model": model_name, "config": label, "device": str(device),
             "precision": args.precision, "batch_size": args.batch_size, "boxes": args.boxes,
-            "samples_per_s": args.batch_size / seconds, "step_s": seconds,
+            "samples_per_s": args.batch_size / seconds, "step_s": seconds, "cpu_step_s": cpu_seconds,
+            "samples_per_cpu_s": args.batch_size / cpu_seconds,
             "peak_mib": peak, "gflops_done": done / 1e9, "gflops_needed": need / 1e9,
             "done_over_needed": done / need if need else float("nan"),
             "host_reads_per_step": reads, **split}
+
+
+def step_time(row: dict) -> float:
+    """The step time the ratios use: CPU time on a CPU (robust on a shared machine), else wall."""
+    return row["cpu_step_s"] if row["device"] == "cpu" else row["step_s"]
 
 
 def add_ratios(rows: list[dict]) -> None:
@@ -230,16 +241,16 @@ def add_ratios(rows: list[dict]) -> None:
     for r in rows:
         v = base.get(r["model"])
         r["time_per_flop_vs_vanilla"] = (
-            (r["step_s"] / v["step_s"]) / (r["gflops_done"] / v["gflops_done"]) if v else float("nan"))
+            (step_time(r) / step_time(v)) / (r["gflops_done"] / v["gflops_done"]) if v else float("nan"))
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| model | config | samples/s | step s | GFLOP done | GFLOP needed | done/needed "
+    head = ("| model | config | samples/s | samples per CPU-s | GFLOP done | GFLOP needed | done/needed "
             "| time/FLOP vs vanilla | data | teacher | forward | backward | optimizer | reads/step | peak MiB |")
     lines = [head, "|" + "---|" * 15]
     for r in rows:
         split = " | ".join(f"{100 * r[f'{p}_frac']:.0f} %" for p in PHASES)
-        lines.append(f"| {r['model']} | {r['config']} | {r['samples_per_s']:.1f} | {r['step_s']:.3f} "
+        lines.append(f"| {r['model']} | {r['config']} | {r['samples_per_s']:.1f} | {r['samples_per_cpu_s']:.2f} "
                      f"| {r['gflops_done']:.2f} | {r['gflops_needed']:.2f} | {r['done_over_needed']:.3f} "
                      f"| {r['time_per_flop_vs_vanilla']:.2f} | {split} | {r['host_reads_per_step']} "
                      f"| {r['peak_mib']:.0f} |")
