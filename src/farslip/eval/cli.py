@@ -238,7 +238,7 @@ def default_output(args: argparse.Namespace) -> Path:
         model = Path(model).stem
     label = args.model_name or model
     pretrained = args.pretrained
-    own_weights = farslip.get_spec(args.model) is not None or args.model.startswith(("hf-hub:", "local-dir:"))
+    own_weights = farslip.models.get_spec(args.model) is not None or args.model.startswith(("hf-hub:", "local-dir:"))
     if pretrained is None:
         weights = None if own_weights else "random"
     elif is_random_weights(pretrained):
