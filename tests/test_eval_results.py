@@ -3,7 +3,6 @@ the merged multi-run report, absent data sets listed, titled segmentation panels
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 from pathlib import Path

@@ -18,7 +18,7 @@ COMMANDS = {
     "models": ("farslip.models.registry", "list the named checkpoints and architectures"),
     "synth": ("farslip.data.synthetic", "write the synthetic remote-sensing world in every real format"),
     "classify": ("farslip.apps", "zero-shot classify images against your labels"),
-    "segment": ("farslip.apps", "open-vocabulary segmentation of one image, written as an overlay"),
+    "segment": ("farslip.apps", "open-vocabulary segmentation of images or folders, written as overlays"),
     "demo": ("farslip.demo", "the whole pipeline end to end on the synthetic world (CPU)"),
 }
 

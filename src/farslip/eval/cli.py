@@ -44,9 +44,13 @@ DEFAULT_OUTPUT_ROOT = "eval_results"
 # What a command reports as "error: ..." with exit status 2 instead of a traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, farslip.CheckpointError,
                farslip.CheckpointNotAvailable)
-PATH_RULE = ("A relative --csv or --classnames path is looked up in the current directory first, then under "
-             "--data-root (an error names both paths tried); image paths inside a CSV are relative to "
-             "--image-root (default: --data-root, else the CSV's folder).")
+
+
+def path_rule(flags: str) -> str:
+    """The one rule for the paths a user gives (--csv, --classnames), as --help states it."""
+    return (f"A relative {flags} path is looked up in the current directory first, then under --data-root (an "
+            f"error names both paths tried); image paths inside a CSV are relative to --image-root (default: "
+            f"--data-root, else the CSV's folder).")
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -120,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cls = sub.add_parser("classification", formatter_class=fmt, help="zero-shot scene classification",
                          description=f"Zero-shot scene classification. Registered: {', '.join(CLASSIFICATION)}. "
-                                     f"{absent} {PATH_RULE}")
+                                     f"{absent} {path_rule('--csv or --classnames')}")
     cls.add_argument("--datasets", default=None,
                      help="comma-separated registered names (default: every registered set present)")
     cls.add_argument("--csv", default=None, help="evaluate this CSV (columns filepath,label) instead")
@@ -133,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      f"{CAPTION_PREFIX!r}; SkyScript reads title_multi_objects without one). A --csv "
                                      f"set reads --caption-key (default title) with --caption-prefix (default none); "
                                      f"for the RSICD-style prefix pass --caption-prefix {CAPTION_PREFIX!r}. "
-                                     f"{absent} {PATH_RULE}")
+                                     f"{absent} {path_rule('--csv')}")
     ret.add_argument("--datasets", default=None,
                      help="comma-separated registered names (default: every registered set present)")
     ret.add_argument("--csv", default=None, help="evaluate this CSV (columns filepath + --caption-key) instead")
