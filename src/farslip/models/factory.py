@@ -100,13 +100,19 @@ def register_config_file(path: Union[str, Path]) -> str:
     return name
 
 
+# What open_clip logs about the weights it did not load; wrong when this module loads them itself.
+_OPEN_CLIP_WEIGHT_MESSAGES = ("No pretrained weights loaded for model", "Local config loaded, but no CLIP weights",
+                              "Multiple checkpoints found in")
+
+
 @contextlib.contextmanager
 def _no_random_init_warning() -> Iterator[None]:
-    """Drop open_clip's "No pretrained weights loaded ... initialized randomly" while this module
-    creates a model whose weights it loads itself (or that is random on purpose, said by our log)."""
+    """Drop open_clip's "No pretrained weights loaded ... initialized randomly" (and its notes on a
+    schema folder's weights) while this module creates a model whose weights it loads itself, or
+    that is random on purpose (said by this module's own log line)."""
 
     def keep(record: logging.LogRecord) -> bool:
-        return not str(record.getMessage()).startswith("No pretrained weights loaded for model")
+        return not str(record.getMessage()).startswith(_OPEN_CLIP_WEIGHT_MESSAGES)
 
     root = logging.getLogger()
     root.addFilter(keep)
@@ -125,7 +131,6 @@ class _Source:
     build: str
     pretrained: Optional[str]
     spec: Optional[PretrainedSpec]
-    schema: bool = False
 
 
 def _schema_folder(name: str, cache_dir: Optional[str]) -> Path:
@@ -188,7 +193,7 @@ def _resolve(name: str, pretrained: Optional[str], cache_dir: Optional[str] = No
         elif not random and not pretrained.startswith("hf-hub:") and not _is_file_spec(pretrained):
             raise ValueError(f"--pretrained {pretrained!r} with --model {name}: a schema model takes a weights "
                              f"file, hf-hub:ORG/REPO/FILE or none, not an open_clip tag")
-        return _Source(f"{LOCAL_DIR}{folder}", None if random else pretrained, None, schema=True)
+        return _Source(f"{LOCAL_DIR}{folder}", None if random else pretrained, None)
     if name.lower().endswith(".json"):
         name = register_config_file(name)
     elif name not in open_clip.list_models():
