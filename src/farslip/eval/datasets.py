@@ -32,6 +32,28 @@ def require_file(path: Path, what: str) -> Path:
     return path
 
 
+def resolve_user_path(path, data_root, what: str) -> Path:
+    """A path the user gave (``--csv``, ``--classnames``): as given (absolute, or relative to the
+    current directory), else relative to ``data_root``; FileNotFoundError naming every path tried."""
+    given = Path(path).expanduser()
+    tried = [given]
+    if given.exists():
+        return given
+    if data_root is not None and not given.is_absolute():
+        under = Path(data_root) / given
+        tried.append(under)
+        if under.exists():
+            return under
+    raise FileNotFoundError(f"{what} {path}: not found (tried {', '.join(str(t) for t in tried)})")
+
+
+def csv_set_present(data_root: Path, csv: str) -> bool:
+    """A registered CSV set is there: its CSV exists, or at least its own folder (then a missing CSV is
+    an error of that set, not an absent set)."""
+    path = Path(data_root) / csv
+    return path.is_file() or (path.parent != Path(data_root) and path.parent.is_dir())
+
+
 def read_classnames(path: Path) -> list[str]:
     """One class name per non-empty line (``classnames.txt``)."""
     names = [line.strip() for line in require_file(path, "class names").read_text(encoding="utf-8").splitlines()]

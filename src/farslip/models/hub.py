@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..atomic import atomic_write
+from ..cli import HelpFormatter
 from .registry import get_spec, list_names
 
 log = logging.getLogger(__name__)
@@ -87,11 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="farslip download",
         description="Download a named checkpoint through the Hugging Face hub cache "
         "(HF_HOME / HF_HUB_CACHE / HF_HUB_OFFLINE / HF_ENDPOINT are honoured).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("names", nargs="+", help=f"registry names ({', '.join(list_names())}) or OWNER/REPO/FILE")
     parser.add_argument("--to", default=None, help="also copy the file into this folder (e.g. checkpoints/)")
-    parser.add_argument("--cache-dir", default=None, help="hub cache folder (default: the huggingface_hub default)")
+    parser.add_argument("--cache-dir", default=None, help="hub cache folder (default: huggingface_hub's own)")
     return parser
 
 

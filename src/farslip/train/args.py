@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from farslip.cli import HelpFormatter
+
 LOSS_TYPES = ("global_itc", "distill", "local_itc")
 METHOD_LOSSES = {
     "farslip1": ["global_itc", "distill"],
@@ -29,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train FarSLIP (stage 1: farslip1 on RS5M webdataset shards; stage 2: "
         "farslip2 on MGRS-200k json) or plain CLIP fine-tuning (vanilla). Same flags as the "
         "seed's `torchrun -m open_clip_train.main ...`.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     d = p.add_argument_group("data")
     d.add_argument("--train-data", default=None,
@@ -238,6 +240,4 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     a.objects = mgrs and ("local_itc" in a.loss_type or (distill and a.local_method == "objects"))
     a.crops = distill and a.local_method != "objects"
     a.distill_views = "objects" if distill and a.local_method == "objects" else "crops"
-    if a.pretrained.lower() == "none":
-        a.pretrained = None
-    return a
+    return a  # --pretrained none goes to create_model as is (random weights, also for a named checkpoint)
