@@ -51,7 +51,7 @@ def _fetch(pretrained: str, cache_dir: Optional[str]) -> str:
     if pretrained.startswith("hf-hub:"):
         return hub_file(*parse_hf_hub(pretrained), cache_dir=cache_dir)
     path = Path(pretrained).expanduser()
-    if not path.is_file():
+    if not path.exists():  # a folder or a broken file is named by the reader
         raise FileNotFoundError(f"pretrained checkpoint not found: {path}")
     return str(path)
 
@@ -100,7 +100,7 @@ def create_model(
                                   f"long_text=False (that would truncate it). Drop the flag or pass long_text=True.")
         force_ctx = ctx if ctx is not None and ctx != 77 else None
         model = open_clip.create_model(arch, pretrained=None, force_context_length=force_ctx, **common)
-        load_checkpoint(model, state)
+        load_checkpoint(model, state, name=path)
         log.info("loaded %s into %s (quick_gelu=%s, text context %s)", path, arch, force_quick_gelu,
                  model.context_length)
     if long_text and model.context_length == 77:
