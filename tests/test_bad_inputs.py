@@ -173,3 +173,50 @@ def test_download_of_an_unavailable_file_exits_2_like_the_apps(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "farslip download: error: FarSLIP1-ViT-B-16" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# ---------------------------------------------------------------- benchmark files (library)
+
+@pytest.mark.parametrize("text, pattern", [
+    ("airport\n\nbeach\nforest\n", r"line 2 is blank; .*shift every later class index"),
+    ("airport\n   \nbeach\n", r"line 2 is blank"),
+    ("airport\nbeach\nairport\n", r"class 'airport' appears on lines 1 and 3"),
+    ("\n\n", r"no class names"),
+])
+def test_class_files_that_would_shift_or_confuse_indices_are_refused(tmp_path, text, pattern):
+    from farslip.eval.datasets import read_class_synonyms, read_classnames
+
+    path = tmp_path / "classnames.txt"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=pattern):
+        read_classnames(path)
+    with pytest.raises(ValueError, match=pattern):
+        read_class_synonyms(path)
+
+
+def test_trailing_blank_lines_of_a_class_file_are_fine(tmp_path):
+    from farslip.eval.datasets import read_classnames
+
+    path = tmp_path / "classnames.txt"
+    path.write_text("airport\nbeach\n\n\n")
+    assert read_classnames(path) == ["airport", "beach"]
+
+
+def test_zero_byte_csv_is_named(tmp_path):
+    from farslip.data.csv_data import read_pairs
+
+    path = tmp_path / "val.csv"
+    path.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"val\.csv is empty: expected a header line"):
+        read_pairs(str(path))
+
+
+def test_nan_in_an_mgrs_bbox_drops_that_object_only(caplog):
+    from farslip.data.mgrs import select_regions
+
+    objects = [{"bbox": {"x1": float("nan"), "y1": 0, "x2": 90, "y2": 90}, "category": "harbor", "category_id": 0},
+               {"bbox": {"x1": 0, "y1": 0, "x2": 90, "y2": 90}, "category": "bridge", "category_id": 3}]
+    with caplog.at_level(logging.WARNING):
+        picked = select_regions(objects, 100, 100, 4, 64, None, name="text_info.json item 7")
+    assert [r.label for r in picked] == [3]
+    assert "text_info.json item 7: ignoring object 0: bbox holds a NaN" in caplog.text
