@@ -55,16 +55,31 @@ def csv_set_present(data_root: Path, csv: str) -> bool:
 
 
 def read_classnames(path: Path) -> list[str]:
-    """One class name per non-empty line (``classnames.txt``)."""
+    """One class name per line (``classnames.txt``); line i is class index i.
+
+    Blank lines at the end are ignored; a blank line before the last name is an error (dropping it
+    would shift every later class index, and labels would be scored under another class's name),
+    as is a name that appears twice (a string label would be ambiguous).
+    """
     names = [line.strip() for line in require_file(path, "class names").read_text(encoding="utf-8").splitlines()]
-    names = [n for n in names if n]
+    while names and not names[-1]:
+        names.pop()
     if not names:
         raise ValueError(f"{path}: no class names")
+    blank = [i + 1 for i, name in enumerate(names) if not name]
+    if blank:
+        raise ValueError(f"{path}: line {blank[0]} is blank; each line is one class, in index order, so a blank "
+                         f"line would shift every later class index. Remove it or write the class there")
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in seen:
+            raise ValueError(f"{path}: class {name!r} appears on lines {seen[name] + 1} and {i + 1}")
+        seen[name] = i
     return names
 
 
 def read_class_synonyms(path: Path) -> list[list[str]]:
-    """One class per non-empty line, comma-separated synonyms (the OVSS class files)."""
+    """One class per line, comma-separated synonyms (the OVSS class files; rules of :func:`read_classnames`)."""
     classes = [[s.strip() for s in line.split(",") if s.strip()] for line in read_classnames(path)]
     bad = [i for i, c in enumerate(classes) if not c]
     if bad:

@@ -207,7 +207,7 @@ def _fetch(pretrained: str, cache_dir: Optional[str]) -> str:
     if pretrained.startswith("hf-hub:"):
         return hub_file(*parse_hf_hub(pretrained), cache_dir=cache_dir)
     path = Path(pretrained).expanduser()
-    if not path.is_file():
+    if not path.exists():  # a folder or a broken file is named by the reader
         raise FileNotFoundError(f"pretrained checkpoint not found: {path}")
     return str(path)
 
@@ -281,7 +281,7 @@ def create_model(
         with _no_random_init_warning():
             model = open_clip.create_model(arch, pretrained=None, load_weights=False, force_context_length=force_ctx,
                                            **common)
-        load_checkpoint(model, state)
+        load_checkpoint(model, state, name=str(checkpoint))
         log.info("loaded %s into %s (quick_gelu=%s, text context %s)", checkpoint, arch, force_quick_gelu,
                  model.context_length)
     if long_text and model.context_length == 77:
