@@ -4,6 +4,10 @@
 package's small configs in ``farslip/model_configs``. ``pretrained`` is a local file, an open_clip
 tag (``openai``) or ``hf-hub:OWNER/REPO/FILE``; for a registry name it defaults to the released
 weights. QuickGELU and the Long-CLIP text mode follow the weights unless forced.
+
+A checkpoint the trainer wrote records its settings (``record.py``): its path alone is a model
+name (``create_model("logs/run/checkpoints/epoch_1.pt")``), and as ``pretrained`` it needs no
+architecture or QuickGELU flag; a contradicting one is an error naming both.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from ..data.transforms import eval_transform, squash_transform
 from .checkpoint import CheckpointError, load_checkpoint, load_state_dict, text_context
 from .hub import CheckpointNotAvailable, hub_file, parse_hf_hub
 from .longclip import enable_long_text
+from .record import check_settings, read_settings
 from .registry import PretrainedSpec, get_spec, spec_for_file
 
 log = logging.getLogger(__name__)
@@ -33,16 +38,51 @@ def _is_file_spec(pretrained: str) -> bool:
     return Path(pretrained).suffix in _FILE_SUFFIXES or Path(pretrained).exists()
 
 
-def _resolve(name: str, pretrained: Optional[str]) -> tuple[str, Optional[str], Optional[PretrainedSpec]]:
+def is_checkpoint_name(name: str) -> bool:
+    """Whether a model name is a checkpoint file (neither a registry name nor an architecture)."""
+    return get_spec(name) is None and name not in open_clip.list_models() and _is_file_spec(name)
+
+
+def recorded_settings(name: str, pretrained: Optional[str]) -> tuple[Optional[str], Optional[str], Optional[dict]]:
+    """(model name or None, pretrained, the settings a local checkpoint records or None).
+
+    A model name that is a checkpoint file (and neither a registry name nor an architecture)
+    becomes ``pretrained``; the name is then None and the file must record its settings.
+    """
+    if is_checkpoint_name(name):
+        if pretrained is not None and pretrained != name:
+            raise ValueError(f"model {name!r} is a checkpoint file; pass no pretrained= with it "
+                             f"(got {pretrained!r})")
+        name, pretrained = None, name
+    local = pretrained is not None and not pretrained.startswith("hf-hub:") and _is_file_spec(pretrained)
+    settings = read_settings(pretrained) if local else None
+    if name is None and settings is None:
+        raise CheckpointError(f"{pretrained} records no model settings (not a checkpoint of this trainer); "
+                              f"name its architecture: create_model(ARCH, pretrained={pretrained!r}) "
+                              "(command line: --model ARCH --pretrained FILE)")
+    return name, pretrained, settings
+
+
+def _resolve(name: Optional[str], pretrained: Optional[str], settings: Optional[dict] = None
+             ) -> tuple[str, Optional[str], Optional[PretrainedSpec]]:
     """(architecture, weights source or None, registry entry describing the weights or None)."""
+    if name is None:  # a recorded checkpoint named the model
+        return settings["arch"], pretrained, None
     spec = get_spec(name)
     if spec is not None:
         if pretrained is None:
             pretrained = f"hf-hub:{spec.repo}/{spec.filename}" if spec.repo else spec.tag
+        if settings is not None:  # the file says what it is, not the registry entry
+            check_settings(settings, pretrained, arch=spec.arch, asked=name)
+            return spec.arch, pretrained, None
         return spec.arch, pretrained, spec
     if name not in open_clip.list_models():
         raise ValueError(f"unknown model {name!r}: not a named checkpoint (farslip models) nor an open_clip "
                          f"architecture (open_clip.list_models())")
+    if settings is not None:
+        check_settings(settings, pretrained, arch=name)
+        return name, pretrained, None
+    # a file without a record: a released file's name says what it is (QuickGELU)
     weights_spec = spec_for_file(pretrained) if pretrained and _is_file_spec(pretrained) else None
     return name, pretrained, weights_spec
 
@@ -72,10 +112,16 @@ def create_model(
     ``force_quick_gelu=None`` uses QuickGELU for OpenAI-derived weights (registry entries, the
     ``openai`` tag); ``long_text=None`` follows the checkpoint (248-row text table -> Long-CLIP);
     ``long_text=True`` on 77-token weights stretches the table (SPEC section 2); ``False`` on
-    long weights is an error rather than a silent truncation.
+    long weights is an error rather than a silent truncation. ``name`` may be a checkpoint file
+    that records its settings; such a file as ``pretrained`` sets the architecture's QuickGELU and
+    image size itself (see the module docstring).
     """
-    arch, pretrained, spec = _resolve(name, pretrained)
+    name, pretrained, settings = recorded_settings(name, pretrained)
+    arch, pretrained, spec = _resolve(name, pretrained, settings)
     is_tag = pretrained is not None and not pretrained.startswith("hf-hub:") and not _is_file_spec(pretrained)
+    if settings is not None:
+        check_settings(settings, pretrained, force_quick_gelu=force_quick_gelu)
+        force_quick_gelu = settings["quick_gelu"]
     if force_quick_gelu is None:
         force_quick_gelu = bool(spec.quick_gelu) if spec is not None else (is_tag and pretrained == "openai")
     common = dict(precision=precision, device=device, force_quick_gelu=force_quick_gelu)
@@ -99,6 +145,12 @@ def create_model(
             raise CheckpointError(f"{path} holds a {ctx}-token (Long-CLIP) text table; it cannot load with "
                                   f"long_text=False (that would truncate it). Drop the flag or pass long_text=True.")
         force_ctx = ctx if ctx is not None and ctx != 77 else None
+        if settings is not None:
+            if ctx is not None and ctx != settings["context_length"]:
+                raise CheckpointError(f"{path}: records text context {settings['context_length']} but holds a "
+                                      f"{ctx}-row positional table")
+            h, w = settings["image_size"]
+            common["force_image_size"] = h if h == w else (h, w)
         model = open_clip.create_model(arch, pretrained=None, force_context_length=force_ctx, **common)
         load_checkpoint(model, state)
         log.info("loaded %s into %s (quick_gelu=%s, text context %s)", path, arch, force_quick_gelu,
