@@ -39,8 +39,9 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     """The model flags every command that loads a model shares (see :func:`model_from_args`)."""
     group = parser.add_argument_group("model")
     group.add_argument("--model", required=True,
-                       help="a named checkpoint (FarSLIP1-ViT-B-32, FarSLIP2-ViT-B-16, ...; see `farslip models`) "
-                            "or an open_clip architecture (ViT-B-32, ViT-Tiny-8, ...)")
+                       help="a named checkpoint (FarSLIP1-ViT-B-32, FarSLIP2-ViT-B-16, ...; see `farslip models`), "
+                            "an open_clip architecture (ViT-B-32, ViT-Tiny-8, ...), or a checkpoint file written by "
+                            "`farslip train` (it records its architecture, QuickGELU and text length)")
     group.add_argument("--pretrained", default=None,
                        help="weights: a local file, hf-hub:REPO/FILE or an open_clip tag; default: the named "
                             "checkpoint's own file, random weights for a bare architecture")
@@ -156,6 +157,8 @@ def checkpoint_file(args: argparse.Namespace) -> Optional[Path]:
     """The local weights file this run loaded, if any (a --pretrained file or a cached hub file)."""
     if args.pretrained and Path(args.pretrained).expanduser().is_file():
         return Path(args.pretrained).expanduser()
+    if args.pretrained is None and Path(args.model).expanduser().is_file():  # a recorded checkpoint
+        return Path(args.model).expanduser()
     spec = farslip.models.get_spec(args.model)
     source = args.pretrained or (f"hf-hub:{spec.repo}/{spec.filename}" if spec and spec.repo else None)
     if source and source.startswith("hf-hub:"):
