@@ -12,7 +12,7 @@ fast path, which the eval-mode teacher takes under ``no_grad``; the teacher is t
 counted by running it, so both columns undercount it alike.)
 The data pipeline has its own benchmark (``scripts/bench.py data``).
 
-Two more measurements, each its own sub-command:
+More measurements, each its own sub-command:
 
 * ``python scripts/bench.py train teacher``: the EMA teacher's memory (parameter + buffer
   bytes, and the process's peak RSS in a fresh process) and the time of one EMA update, the
@@ -20,6 +20,8 @@ Two more measurements, each its own sub-command:
   and the Python loop over ``state_dict()`` it replaced.
 * ``python scripts/bench.py train syncs``: host synchronisations per training step, counted
   on any device by the ops that make the host wait for a CUDA device (see :class:`SyncCounter`).
+* ``python scripts/bench.py train guard``: the divergence guard's per-step gradient check (one
+  pass over the gradients) against none, on one trainer, timed round-robin.
 """
 from __future__ import annotations
 
@@ -264,7 +266,9 @@ if variant == "whole":  # the teacher as it was: a deep copy of the whole CLIP
     teacher = copy.deepcopy(model).eval().requires_grad_(False)
 elif variant == "tower":
     teacher = Teacher("ema", model, ema_plan(name))
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+import gc; gc.collect()
+rss = [int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmRSS:")][0]
+print(rss / 1024, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """
 
 
@@ -291,18 +295,21 @@ def _loop_update(teacher: torch.nn.Module, student: torch.nn.Module, momentum: f
             target.copy_(value)
 
 
-def _median_s(fn, repeat: int, device: torch.device) -> float:
-    times = []
-    fn()  # warm-up
+def _interleaved_median_s(fns: dict, repeat: int, device: torch.device) -> dict[str, float]:
+    """Median seconds of each function, timed round-robin (so machine load hits all alike)."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for fn in fns.values():
+        fn()  # warm-up
     for _ in range(repeat):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for key, fn in fns.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times[key].append(time.perf_counter() - start)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def teacher_main(argv: list[str] | None = None) -> int:
@@ -310,7 +317,8 @@ def teacher_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.py train teacher", description=teacher_main.__doc__,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--models", default="ViT-B-32,ViT-B-16")
-    parser.add_argument("--repeat", type=int, default=10, help="timed EMA updates (median)")
+    parser.add_argument("--repeat", type=int, default=20,
+                        help="timed EMA updates per variant (median; variants timed round-robin)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--no-rss", action="store_true", help="skip the fresh-process RSS runs")
     parser.add_argument("--json", default=None, help="also write the results here")
@@ -324,25 +332,26 @@ def teacher_main(argv: list[str] | None = None) -> int:
         teacher = Teacher("ema", student, ema_plan(name))
         whole = copy.deepcopy(student).eval().requires_grad_(False)
         tower_loop = copy.deepcopy(student.visual).eval().requires_grad_(False)
+        ms = _interleaved_median_s({
+            "loop_whole_ms": lambda: _loop_update(whole, student, 0.99),
+            "loop_tower_ms": lambda: _loop_update(tower_loop, student.visual, 0.99),
+            "foreach_tower_ms": lambda: teacher.update(student)}, args.repeat, device)
         row = {"model": name, "device": str(device),
                "whole_mib": _bytes(whole) / 2**20, "tower_mib": _bytes(teacher.module) / 2**20,
-               "loop_whole_ms": 1e3 * _median_s(lambda: _loop_update(whole, student, 0.99),
-                                                args.repeat, device),
-               "loop_tower_ms": 1e3 * _median_s(lambda: _loop_update(tower_loop, student.visual, 0.99),
-                                                args.repeat, device),
-               "foreach_tower_ms": 1e3 * _median_s(lambda: teacher.update(student), args.repeat, device)}
+               **{k: 1e3 * v for k, v in ms.items()}}
         if not args.no_rss and device.type == "cpu":
             for variant in ("none", "whole", "tower"):
                 out = subprocess.run([sys.executable, "-c", _RSS_CHILD, name, variant], check=True,
                                      capture_output=True, text=True).stdout
-                row[f"rss_{variant}_mib"] = float(out.strip().splitlines()[-1])
+                now, peak = out.strip().splitlines()[-1].split()
+                row[f"rss_{variant}_mib"], row[f"peak_rss_{variant}_mib"] = float(now), float(peak)
         rows.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
     rss = all("rss_none_mib" in r for r in rows)
     head = ("| model | teacher MiB: whole CLIP | vision tower | EMA update ms: loop, whole CLIP | "
             "loop, tower | foreach, tower | before / after |")
     if rss:
-        head += " peak RSS MiB: no teacher | + whole CLIP | + tower |"
+        head += " RSS MiB after building: no teacher | + whole CLIP | + tower | peak RSS MiB: no teacher | + whole CLIP | + tower |"
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     for r in rows:
@@ -350,14 +359,51 @@ def teacher_main(argv: list[str] | None = None) -> int:
                 f"{r['loop_whole_ms']:.1f} | {r['loop_tower_ms']:.1f} | {r['foreach_tower_ms']:.1f} | "
                 f"{r['loop_whole_ms'] / r['foreach_tower_ms']:.2f} |")
         if rss:
-            line += f" {r['rss_none_mib']:.0f} | {r['rss_whole_mib']:.0f} | {r['rss_tower_mib']:.0f} |"
+            line += "".join(f" {r[f'{kind}_{v}_mib']:.0f} |" for kind in ("rss", "peak_rss")
+                            for v in ("none", "whole", "tower"))
         print(line)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     return 0
 
 
-SUBCOMMANDS = {"teacher": teacher_main, "syncs": syncs_main}
+def guard_main(argv: list[str] | None = None) -> int:
+    """`bench.py train guard`: a training step with the per-step gradient check and without."""
+    parser = argparse.ArgumentParser(prog="bench.py train guard", description=guard_main.__doc__,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--models", default="ViT-Tiny-8,ViT-B-32")
+    parser.add_argument("--config", default="farslip1/ema", choices=tuple(CONFIGS))
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--boxes", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per setting (round-robin)")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "amp_bf16"))
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    logging.getLogger().setLevel(logging.WARNING)
+    device = torch.device(args.device)
+    print("| model | config | step s, gradient check every step | step s, no gradient check | ratio |"
+          " gradient norm alone s |")
+    print("|---|---|---|---|---|---|")
+    for name in args.models.split(","):
+        trainer, batch = _bench_trainer(name, CONFIGS[args.config], args, device)
+        guard = trainer.divergence
+
+        def step(every: int):
+            def run():
+                guard.grads_every = every
+                trainer.train_step(batch)
+            return run
+
+        times = _interleaved_median_s({"on": step(1), "off": step(0)}, args.steps, device)
+        grads = [p.grad for p in trainer.model.parameters() if p.grad is not None]
+        norm = _interleaved_median_s({"norm": lambda: torch.nn.utils.get_total_norm(grads)},
+                                     args.steps, device)["norm"]
+        print(f"| {name} | {args.config} | {times['on']:.4f} | {times['off']:.4f} | "
+              f"{times['on'] / times['off']:.3f} | {norm:.4f} |", flush=True)
+    return 0
+
+
+SUBCOMMANDS = {"teacher": teacher_main, "syncs": syncs_main, "guard": guard_main}
 
 
 def main(argv: list[str] | None = None) -> int:
