@@ -59,8 +59,9 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--model", required=True,
                        help="a named checkpoint (FarSLIP1-ViT-B-32, FarSLIP2-ViT-B-16, ...; see `farslip models`), "
                             "an open_clip architecture (ViT-B-32, ViT-Tiny-8, ...), an open_clip model config file "
-                            "(path/to/my_model.json), or hf-hub:ORG/REPO / local-dir:FOLDER (open_clip_config.json "
-                            "+ weights, as open_clip reads them)")
+                            "(path/to/my_model.json), hf-hub:ORG/REPO / local-dir:FOLDER (open_clip_config.json "
+                            "+ weights, as open_clip reads them), or a checkpoint file written by `farslip train` "
+                            "(it records its architecture, QuickGELU and text length)")
     group.add_argument("--pretrained", default=None,
                        help="weights: a local file, hf-hub:ORG/REPO/FILE, an open_clip tag (openai), or none for "
                             "random weights; default: the named checkpoint's (or hf-hub:/local-dir: model's) own "

@@ -8,6 +8,10 @@ package's small configs in ``farslip/model_configs``), the path of an open_clip 
 (``openai``), ``hf-hub:OWNER/REPO/FILE``, or ``"none"`` for random weights; for a registry name
 or a schema id it defaults to the model's own weights. QuickGELU and the Long-CLIP text mode
 follow the weights unless forced.
+
+A checkpoint the trainer wrote records its settings (``record.py``): its path alone is a model
+name (``create_model("logs/run/checkpoints/epoch_1.pt")``), and as ``pretrained`` it needs no
+architecture or QuickGELU flag; a contradicting one is an error naming both.
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ from ..data.transforms import eval_transform, squash_transform
 from .checkpoint import CheckpointError, load_checkpoint, load_state_dict, text_context
 from .hub import CheckpointNotAvailable, hub_file, parse_hf_hub
 from .longclip import enable_long_text
+from .record import check_settings, read_settings
 from .registry import PretrainedSpec, get_spec, list_names, spec_for_file
 
 log = logging.getLogger(__name__)
@@ -51,6 +56,33 @@ def is_random_weights(pretrained: Optional[str]) -> bool:
 
 def _is_file_spec(pretrained: str) -> bool:
     return Path(pretrained).suffix in _FILE_SUFFIXES or Path(pretrained).exists()
+
+
+def is_checkpoint_name(name: str) -> bool:
+    """Whether a model name is a checkpoint file (no registry name, architecture, config or schema id)."""
+    return (get_spec(name) is None and not name.startswith((HF_HUB, LOCAL_DIR)) and not name.lower().endswith(".json")
+            and name not in open_clip.list_models() and _is_file_spec(name))
+
+
+def recorded_settings(name: str, pretrained: Optional[str]) -> tuple[Optional[str], Optional[str], Optional[dict]]:
+    """(model name or None, pretrained, the settings a local checkpoint records or None).
+
+    A model name that is a checkpoint file becomes ``pretrained``; the name is then None and the
+    file must record its settings.
+    """
+    if is_checkpoint_name(name):
+        if pretrained is not None and pretrained != name:
+            raise ValueError(f"model {name!r} is a checkpoint file; pass no pretrained= with it "
+                             f"(got {pretrained!r})")
+        name, pretrained = None, name
+    local = (pretrained is not None and not is_random_weights(pretrained) and not pretrained.startswith(HF_HUB)
+             and _is_file_spec(pretrained))
+    settings = read_settings(pretrained) if local else None
+    if name is None and settings is None:
+        raise CheckpointError(f"{pretrained} records no model settings (not a checkpoint of this trainer); "
+                              f"name its architecture: create_model(ARCH, pretrained={pretrained!r}) "
+                              "(command line: --model ARCH --pretrained FILE)")
+    return name, pretrained, settings
 
 
 def did_you_mean(name: str, candidates, n: int = 3) -> list[str]:
@@ -178,13 +210,24 @@ def _schema_weights(name: str, folder: Path, cache_dir: Optional[str]) -> str:
                                  + "\n".join(errors))
 
 
-def _resolve(name: str, pretrained: Optional[str], cache_dir: Optional[str] = None) -> _Source:
-    """The model name and ``pretrained`` -> :class:`_Source` (``pretrained`` None = random)."""
+def _resolve(name: Optional[str], pretrained: Optional[str], cache_dir: Optional[str] = None,
+             settings: Optional[dict] = None) -> _Source:
+    """The model name and ``pretrained`` -> :class:`_Source` (``pretrained`` None = random).
+
+    ``settings`` (what a local checkpoint records) name the architecture when ``name`` is None
+    and must agree with it otherwise; the file, not a registry entry or its name, then says what
+    it is (QuickGELU).
+    """
+    if name is None:  # a recorded checkpoint named the model
+        return _Source(settings["arch"], pretrained, None)
     random = is_random_weights(pretrained)
     spec = get_spec(name)
     if spec is not None:
         if pretrained is None:
             pretrained = f"hf-hub:{spec.repo}/{spec.filename}" if spec.repo else spec.tag
+        if settings is not None:
+            check_settings(settings, pretrained, arch=spec.arch, asked=name)
+            return _Source(spec.arch, pretrained, None)
         return _Source(spec.arch, None if random else pretrained, spec)
     if name.startswith((HF_HUB, LOCAL_DIR)):
         folder = _schema_folder(name, cache_dir)
@@ -200,6 +243,10 @@ def _resolve(name: str, pretrained: Optional[str], cache_dir: Optional[str] = No
         raise unknown_model_error(name)
     if random or pretrained is None:
         return _Source(name, None, None)
+    if settings is not None:
+        check_settings(settings, pretrained, arch=name)
+        return _Source(name, pretrained, None)
+    # a file without a record: a released file's name says what it is (QuickGELU)
     return _Source(name, pretrained, spec_for_file(pretrained) if _is_file_spec(pretrained) else None)
 
 
@@ -240,12 +287,18 @@ def create_model(
     entry's text length); ``long_text=True`` on 77-token weights stretches the table (SPEC
     section 2); ``False`` on long weights is an error rather than a silent truncation. The created
     model records ``farslip_weights`` (the weights source, None for random weights) and
-    ``farslip_checkpoint`` (the local file loaded).
+    ``farslip_checkpoint`` (the local file loaded). ``name`` may be a checkpoint file that records
+    its settings; such a file as ``pretrained`` sets QuickGELU and the image size itself.
     """
     asked_random = is_random_weights(pretrained)
-    source = _resolve(name, pretrained, cache_dir)
+    name, pretrained, settings = recorded_settings(name, pretrained)
+    source = _resolve(name, pretrained, cache_dir, settings)
+    name = name or pretrained
     arch, pretrained, spec = source.build, source.pretrained, source.spec
     is_tag = pretrained is not None and not pretrained.startswith("hf-hub:") and not _is_file_spec(pretrained)
+    if settings is not None:
+        check_settings(settings, pretrained, force_quick_gelu=force_quick_gelu)
+        force_quick_gelu = settings["quick_gelu"]
     if force_quick_gelu is None:
         force_quick_gelu = bool(spec.quick_gelu) if spec is not None else (is_tag and pretrained == "openai")
     common = dict(precision=precision, device=device, force_quick_gelu=force_quick_gelu)
@@ -278,6 +331,12 @@ def create_model(
             raise CheckpointError(f"{checkpoint} holds a {ctx}-token (Long-CLIP) text table; it cannot load with "
                                   f"long_text=False (that would truncate it). Drop the flag or pass long_text=True.")
         force_ctx = ctx if ctx is not None and ctx != 77 else None
+        if settings is not None:
+            if ctx is not None and ctx != settings["context_length"]:
+                raise CheckpointError(f"{checkpoint}: records text context {settings['context_length']} but holds a "
+                                      f"{ctx}-row positional table")
+            h, w = settings["image_size"]
+            common["force_image_size"] = h if h == w else (h, w)
         with _no_random_init_warning():
             model = open_clip.create_model(arch, pretrained=None, load_weights=False, force_context_length=force_ctx,
                                            **common)
