@@ -35,9 +35,11 @@ from farslip.models.longclip import FrozenRows, enable_long_text, is_long_text
 from farslip.models.text import encode_text
 
 from farslip.losses import global_itc_loss
+from farslip.models.record import SETTINGS_KEY, model_settings
 
 from . import checkpoint
 from .args import parse_args
+from .guard import EXIT_DIVERGED, DivergenceGuard, TrainingDiverged, nonfinite_flag
 from .step import StudentFeatures, compute_losses, make_plan, prepare_batch
 from .teacher import Teacher
 
@@ -175,6 +177,12 @@ class Trainer:
             rank=args.rank, world_size=args.world_size)
         self.weights = {"w_g": args.w_g, "w_d": args.w_d, "w_l": args.w_l}
         self.start_epoch, self.step = 0, 0
+        self.last_checkpoint: Optional[Path] = None  # the newest checkpoint known to be good
+        self.terms = [n for n in ("global_itc", "distill", "local_itc") if n in args.loss_type]
+        self.divergence = DivergenceGuard(
+            [*self.terms, "loss"], device, scaler=self.scaler is not None,
+            max_skipped=args.max_skipped_steps, grads_every=args.check_grads_every,
+            reduce=lambda t, op: all_reduce(t, args, op))
         self._resume()
         self.guard = FrozenRows(self.model) if is_long_text(self.model) else None
         student: nn.Module = StudentFeatures(self.model, self.plan)
@@ -212,6 +220,7 @@ class Trainer:
         self.teacher.load_state_dict(ckpt.get("state_dict_teacher"))
         checkpoint.set_rng_state(ckpt.get("rng"))
         self.start_epoch, self.step = int(ckpt["epoch"]), int(ckpt["step"])
+        self.last_checkpoint = path
         log.info("resumed from %s: epoch %d, step %d", path, self.start_epoch, self.step)
 
     # ---------------------------------------------------------------- one optimiser step
@@ -231,19 +240,29 @@ class Trainer:
                                        targets=targets, gather_with_grad=args.gather_with_grad,
                                        rank=args.rank, world_size=args.world_size)
         loss = terms["loss"]
+        step, lr = self.step + 1, self.optimizer.param_groups[0]["lr"]
         with phase("backward"):
             self.optimizer.zero_grad(set_to_none=True)
             (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
-        with phase("optimizer"):
+        with phase("optimizer"):  # with the divergence guard's on-device bookkeeping
             if self.scaler is not None:
                 if args.grad_clip_norm is not None:
                     self.scaler.unscale_(self.optimizer)
                     nn.utils.clip_grad_norm_(self.model.parameters(), args.grad_clip_norm)
+                self.divergence.observe(step, terms, None, self.model.logit_scale, lr)
+                # a skipped step lowers the scale; compare on the device (get_scale() would sync)
+                scale = self.scaler._scale.clone()
                 self.scaler.step(self.optimizer)  # reads found_inf: the one host sync of amp
                 self.scaler.update()
+                self.divergence.observe_skip(step, self.scaler._scale < scale)
             else:
+                grad_norm = None
                 if args.grad_clip_norm is not None:
-                    nn.utils.clip_grad_norm_(self.model.parameters(), args.grad_clip_norm)
+                    grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), args.grad_clip_norm)
+                elif self.divergence.grads_due(step):
+                    grad_norm = nn.utils.get_total_norm(
+                        [p.grad for p in self.model.parameters() if p.grad is not None])
+                self.divergence.observe(step, terms, grad_norm, self.model.logit_scale, lr)
                 self.optimizer.step()
             with torch.no_grad():
                 if self.guard is not None:
@@ -287,8 +306,13 @@ class Trainer:
             log.warning("epoch %d: the data loader gave %d of %d batches", epoch, done, num_batches)
 
     def _log(self, epoch, done, total, names, sums, steps, elapsed, lr, tb, wandb) -> None:
+        """Log the interval's means; the divergence guard's slots ride on the same reduction
+        (one host sync per interval) and a verdict to stop is raised after the line is logged."""
         args = self.args
-        sums = all_reduce(sums, self.args).cpu()
+        packed = all_reduce(torch.cat([sums, self.divergence.slots()]), self.args).cpu()
+        sums, guard = packed[: len(sums)], packed[len(sums):]
+        amp_skipped, verdict = self.divergence.judge(
+            guard, world_size=args.world_size, epoch=epoch, last_checkpoint=self.last_checkpoint)
         skipped = int(sums[-1])
         self.skipped_total += skipped
         means = {n: float(sums[k]) / (steps * args.world_size) for k, n in enumerate(names)}
@@ -300,6 +324,9 @@ class Trainer:
             "skipped": skipped,
             "skipped_total": self.skipped_total,
         }
+        if self.scaler is not None:  # GradScaler-skipped optimizer steps (non-finite fp16 grads)
+            stats["amp_skipped_steps"] = amp_skipped
+            stats["amp_skipped_steps_total"] = self.divergence.skipped_total
         log.info("epoch %d [%d/%d] step %d | %s", epoch, done, total, self.step,
                  " | ".join(f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}"
                             for k, v in stats.items()))
@@ -308,6 +335,18 @@ class Trainer:
                 tb.add_scalar(f"train/{key}", value, self.step)
         if wandb is not None:
             wandb.log({f"train/{k}": v for k, v in stats.items()}, step=self.step)
+        if verdict is not None:
+            raise TrainingDiverged(verdict)
+
+    def ensure_finite(self, epoch: int) -> None:
+        """Before a checkpoint, on every rank: stop if the guard saw a non-finite loss term or
+        gradient, or the weights (student, teacher) hold NaN/inf. One reduction, one host sync."""
+        weights = nonfinite_flag([self.model, self.teacher.module]).to(self.device)
+        packed = all_reduce(self.divergence.slots(weights), self.args).cpu()
+        _, verdict = self.divergence.judge(packed, world_size=self.args.world_size, epoch=epoch,
+                                           last_checkpoint=self.last_checkpoint)
+        if verdict is not None:
+            raise TrainingDiverged(verdict)
 
     # ---------------------------------------------------------------- validation
     @torch.no_grad()
@@ -354,10 +393,18 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "state_dict_teacher": self.teacher.state_dict(),
             "rng": checkpoint.rng_state(),
+            SETTINGS_KEY: model_settings(self.model),
+            "train_args": checkpoint.plain_args(args),
         }
         numbered = args.save_frequency > 0 and ((epoch + 1) % args.save_frequency == 0
                                                 or epoch + 1 == args.epochs)
-        checkpoint.save(self.run_dir / "checkpoints", payload, numbered=numbered)
+        try:
+            paths = checkpoint.save(self.run_dir / "checkpoints", payload, numbered=numbered)
+        except checkpoint.NonFiniteCheckpoint as err:  # the last line of defence
+            where = self.last_checkpoint or "none written yet"
+            raise TrainingDiverged(f"{err} (epoch {epoch}, step {self.step}); last good "
+                                   f"checkpoint: {where}") from None
+        self.last_checkpoint = paths[0]
 
 
 def prepare_run_dir(args: argparse.Namespace) -> Path:
@@ -401,6 +448,7 @@ def run(args: argparse.Namespace) -> int:
              data.num_samples, data.num_batches, args.epochs, total_steps)
     for epoch in range(trainer.start_epoch, args.epochs):
         trainer.train_epoch(data, epoch, scheduler, tb, wandb)
+        trainer.ensure_finite(epoch)  # every rank, before the master writes a checkpoint
         if master:
             trainer.save(epoch)
             if val is not None and ((epoch + 1) % args.val_frequency == 0
@@ -413,7 +461,9 @@ def run(args: argparse.Namespace) -> int:
                     wandb.log({f"val/{k}": v for k, v in result.items()}, step=trainer.step)
         if args.distributed:
             dist.barrier()
-    log.info("done: %d steps, %d bad samples skipped", trainer.step, trainer.skipped_total)
+    log.info("done: %d steps, %d bad samples skipped%s", trainer.step, trainer.skipped_total,
+             f", {trainer.divergence.skipped_total} optimizer steps skipped by the GradScaler"
+             if trainer.scaler is not None else "")
     if tb is not None:
         tb.close()
     if wandb is not None:
@@ -428,6 +478,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     init_distributed_device(args)
     try:
         return run(args)
+    except TrainingDiverged as err:  # one message, no traceback; every rank stops here together
+        if is_master(args):
+            log.error("farslip train: %s", err)
+        return EXIT_DIVERGED
     finally:
         if args.distributed and dist.is_initialized():
             dist.destroy_process_group()

@@ -297,7 +297,7 @@ def compute_losses(plan: Plan, feats: Mapping[str, torch.Tensor], batch: Batch, 
         src = feats if plan.student_distill else targets
         prefix = plan.distill_views
         regions = farslip.roi_features(feats["tokens"], batch[f"{prefix}_roi_box"], grid,
-                                       image_index=batch[f"{prefix}_roi_index"])
+                                       image_index=batch[f"{prefix}_roi_index"], check=False)
         parts = []
         if "tokens" in plan.distill_need:
             parts.append(losses.distill_loss(regions, src["distill_pooled"]))
@@ -308,7 +308,7 @@ def compute_losses(plan: Plan, feats: Mapping[str, torch.Tensor], batch: Batch, 
     if plan.local_itc:
         if plan.local_align == "roi":
             regions = farslip.roi_features(feats["tokens"], batch["region_box"], grid,
-                                           image_index=batch["region_image"])
+                                           image_index=batch["region_image"], check=False)
         else:
             regions = feats["region"]
         loss, rows = losses.region_itc_loss(
