@@ -185,19 +185,3 @@ def test_loader_leaves_out_unread_object_crops_and_the_losses_stay(tmp_path, ali
 def test_object_pixels_follow_the_losses(flags, pixels):
     assert make_args("--method", "farslip2", *flags).object_pixels == pixels
 
-
-def test_multi_tensor_adamw_gives_the_per_parameter_loops_step(tmp_path):
-    from farslip.train.main import param_groups
-
-    flags, data = ("--method", "farslip2", "--wd", "0.2"), "x.json"
-    fast, slow = _trainer(tmp_path, flags, data), _trainer(tmp_path, flags, data)
-    assert fast.optimizer.defaults["foreach"] is True
-    a = slow.args
-    slow.optimizer = torch.optim.AdamW(param_groups(slow.model, a.wd), lr=a.lr, betas=(a.beta1, a.beta2),
-                                       eps=a.eps, foreach=False)
-    batch = _batch(fast.model, flags)
-    for _ in range(2):
-        fast.train_step(fast.prepare(batch))
-        slow.train_step(slow.prepare(batch))
-    for (name, p), q in zip(fast.model.named_parameters(), slow.model.parameters()):
-        assert torch.equal(p, q), name

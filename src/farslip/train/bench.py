@@ -34,6 +34,8 @@ More measurements, each its own sub-command:
   trainer steps on and for the same batch unprepared (the step then reads values itself).
 * ``python scripts/bench.py train guard``: the divergence guard's per-step gradient check (one
   pass over the gradients) against none, on one trainer, timed round-robin.
+* ``python scripts/bench.py train optimizer``: one AdamW step, the multi-tensor (foreach)
+  update against the per-parameter loop, timed round-robin.
 """
 from __future__ import annotations
 
@@ -332,7 +334,7 @@ import copy, resource, sys, torch, farslip
 from farslip.train.bench import ema_plan
 from farslip.train.teacher import Teacher
 name, variant = sys.argv[1], sys.argv[2]
-model = farslip.create_model(name)
+model = farslip.create_model(name, pretrained="none")
 if variant == "whole":  # the teacher as it was: a deep copy of the whole CLIP
     teacher = copy.deepcopy(model).eval().requires_grad_(False)
 elif variant == "tower":
@@ -366,8 +368,14 @@ def _loop_update(teacher: torch.nn.Module, student: torch.nn.Module, momentum: f
             target.copy_(value)
 
 
-def _interleaved_median_s(fns: dict, repeat: int, device: torch.device) -> dict[str, float]:
-    """Median seconds of each function, timed round-robin (so machine load hits all alike)."""
+def _interleaved_median_s(fns: dict, repeat: int, device: torch.device,
+                          cpu_time: bool = False) -> dict[str, float]:
+    """Median seconds of each function, timed round-robin (so machine load hits all alike).
+
+    ``cpu_time``: this process's CPU time instead of wall time (on a CPU device only: a
+    single-threaded run then barely feels other jobs on the machine).
+    """
+    clock = time.process_time if cpu_time and device.type == "cpu" else time.perf_counter
     times: dict[str, list[float]] = {k: [] for k in fns}
     for fn in fns.values():
         fn()  # warm-up
@@ -375,11 +383,11 @@ def _interleaved_median_s(fns: dict, repeat: int, device: torch.device) -> dict[
         for key, fn in fns.items():
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            start = time.perf_counter()
+            start = clock()
             fn()
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            times[key].append(time.perf_counter() - start)
+            times[key].append(clock() - start)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -392,21 +400,24 @@ def teacher_main(argv: list[str] | None = None) -> int:
                         help="timed EMA updates per variant (median; variants timed round-robin)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--no-rss", action="store_true", help="skip the fresh-process RSS runs")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (on a CPU the update times are this process's CPU time)")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(argv)
     logging.getLogger().setLevel(logging.WARNING)
     device = torch.device(args.device)
+    torch.set_num_threads(args.threads)
     rows = []
     for name in args.models.split(","):
         torch.manual_seed(0)
-        student = farslip.create_model(name, device=device)
+        student = farslip.create_model(name, pretrained="none", device=device)
         teacher = Teacher("ema", student, ema_plan(name))
         whole = copy.deepcopy(student).eval().requires_grad_(False)
         tower_loop = copy.deepcopy(student.visual).eval().requires_grad_(False)
         ms = _interleaved_median_s({
             "loop_whole_ms": lambda: _loop_update(whole, student, 0.99),
             "loop_tower_ms": lambda: _loop_update(tower_loop, student.visual, 0.99),
-            "foreach_tower_ms": lambda: teacher.update(student)}, args.repeat, device)
+            "foreach_tower_ms": lambda: teacher.update(student)}, args.repeat, device, cpu_time=True)
         row = {"model": name, "device": str(device),
                "whole_mib": _bytes(whole) / 2**20, "tower_mib": _bytes(teacher.module) / 2**20,
                **{k: 1e3 * v for k, v in ms.items()}}
@@ -419,6 +430,8 @@ def teacher_main(argv: list[str] | None = None) -> int:
         rows.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
     rss = all("rss_none_mib" in r for r in rows)
+    print(f"device {device}, torch threads {torch.get_num_threads()}, EMA update: "
+          f"{'CPU' if device.type == 'cpu' else 'wall'} time, median of {args.repeat}\n")
     head = ("| model | teacher MiB: whole CLIP | vision tower | EMA update ms: loop, whole CLIP | "
             "loop, tower | foreach, tower | before / after |")
     if rss:
@@ -475,7 +488,44 @@ def guard_main(argv: list[str] | None = None) -> int:
     return 0
 
 
-SUBCOMMANDS = {"teacher": teacher_main, "syncs": syncs_main, "guard": guard_main}
+def optimizer_main(argv: list[str] | None = None) -> int:
+    """`bench.py train optimizer`: one AdamW step over a CLIP's parameters, the multi-tensor
+    (foreach) update the trainer asks for against the per-parameter loop."""
+    from .main import param_groups
+
+    parser = argparse.ArgumentParser(prog="bench.py train optimizer", description=optimizer_main.__doc__,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--models", default="ViT-Tiny-8,ViT-B-32,ViT-B-16")
+    parser.add_argument("--repeat", type=int, default=10, help="timed steps per variant (median, round-robin)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (on a CPU the times are this process's CPU time)")
+    args = parser.parse_args(argv)
+    logging.getLogger().setLevel(logging.WARNING)
+    device = torch.device(args.device)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    clock = "CPU" if device.type == "cpu" else "wall"
+    print(f"device {device}, torch threads {torch.get_num_threads()}, {clock} time, median of {args.repeat}\n")
+    print("| model | parameters (M) | AdamW step ms: per-parameter loop | foreach | loop / foreach |")
+    print("|---|---|---|---|---|")
+    for name in args.models.split(","):
+        torch.manual_seed(0)
+        models = {k: farslip.create_model(name, pretrained="none", device=device) for k in ("loop", "foreach")}
+        fns = {}
+        for key, model in models.items():
+            for p in model.parameters():
+                p.grad = torch.randn_like(p) * 1e-3
+            opt = torch.optim.AdamW(param_groups(model, 0.2), lr=1e-5, foreach=key == "foreach")
+            fns[key] = opt.step
+        ms = {k: 1e3 * v for k, v in _interleaved_median_s(fns, args.repeat, device, cpu_time=True).items()}
+        count = sum(p.numel() for p in models["loop"].parameters()) / 1e6
+        print(f"| {name} | {count:.1f} | {ms['loop']:.1f} | {ms['foreach']:.1f} | {ms['loop'] / ms['foreach']:.2f} |",
+              flush=True)
+    return 0
+
+
+SUBCOMMANDS = {"teacher": teacher_main, "syncs": syncs_main, "guard": guard_main, "optimizer": optimizer_main}
 
 
 def main(argv: list[str] | None = None) -> int:
