@@ -109,6 +109,20 @@ def test_torch_resize_is_within_the_documented_tolerance_of_pil(size):
     assert d.max() >= 1  # it is a different kernel: the test would notice if it became PIL's
 
 
+def test_torch_views_are_jittered_as_their_resized_pixels():
+    """With jitter, a torch-resized view is the drawn jitter of exactly its resized pixels."""
+    plain, jittered = SquashViews(48, resize="torch"), SquashViews(48, jitter=True, resize="torch")
+    for k, image in enumerate(scenes(3)):
+        with seeded(k):
+            box = random_crop_boxes(image, 1)[0]
+        torch.manual_seed(k)
+        draw = jittered.draw()
+        resized = plain.render(plain.source(image), box, None)
+        want = apply_jitter(Image.fromarray(resized.permute(1, 2, 0).contiguous().numpy()), draw)
+        got = jittered.render(jittered.source(image), box, draw)
+        assert torch.equal(got, torch.from_numpy(np.array(want)).permute(2, 0, 1))
+
+
 def _sample(views, image, object_pixels="all"):
     regions = [Region((0, 0, 70, 60), "a satellite image of pond", 3),
                Region((20, 10, 90, 100), "a red roof next to a road", -1),

@@ -8,7 +8,8 @@ to ``ToTensor`` + ``Normalize``), so workers neither convert to float nor ship 4
 ``resize`` chooses the resampling kernel (bicubic either way):
 
 * ``"torch"`` (default): torch's uint8 antialiased bicubic (``F.interpolate(..., antialias=
-  True)``) on the decoded image, cropping by slicing, about 4x faster. It follows PIL's
+  True)``) on the decoded image, cropping by slicing, about 3x faster per view (``scripts/bench.py
+  data kernels``; the image's array is made once per sample). It follows PIL's
   filter but rounds differently: measured on synthetic scenes and JPEGs, 0.3-5 % of the
   values differ from PIL's, by 1 grey level except ~1e-5 of them (up to 7 levels, in the
   overshoot beside sharp edges), with no bias (mean signed difference < 0.001 level).
@@ -16,7 +17,7 @@ to ``ToTensor`` + ``Normalize``), so workers neither convert to float nor ship 4
   more than 1, mean <= 0.1, |bias| <= 0.01). The stage-2 jitter, which quantises through
   8-bit HSV, can carry a 1-level difference a few levels further at rare pixels.
 * ``"pil"``: PIL's ``crop`` + ``resize(BICUBIC)``, the reference implementation's pixels
-  exactly (slower: about 4x the resize time).
+  exactly (slower: about 3x the resize time).
 
 Randomness: :meth:`SquashViews.draw` makes a view's random draws, :meth:`SquashViews.render`
 applies them, so a view that no loss needs can be skipped without moving the random stream
@@ -84,7 +85,9 @@ class SquashViews:
                                     antialias=True, align_corners=False)[0]
             if draw is None:
                 return resized
-            resized = Image.fromarray(resized.permute(1, 2, 0).numpy())
+            # to PIL for the jitter: merging the three contiguous planes is ~6x cheaper than
+            # Image.fromarray's copy of the transposed (HWC-strided) array, same pixels
+            resized = Image.merge("RGB", [Image.fromarray(plane) for plane in resized.numpy()])
         if draw is not None:
             resized = apply_jitter(resized, draw)
         return torch.from_numpy(np.array(resized)).permute(2, 0, 1)

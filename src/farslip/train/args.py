@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--workers", type=int, default=4, help="data loader workers per process")
     d.add_argument("--view-resize", default="torch", choices=("torch", "pil"),
                    help="bicubic resize of the training views: torch's uint8 antialiased kernel "
-                   "(within 1 grey level of PIL, ~4x faster) or PIL's (the reference's exact pixels)")
+                   "(faster; PIL's pixels within a tested tolerance, docs/DATA.md) or PIL's "
+                   "(the reference's exact pixels)")
     d.add_argument("--batch-size", type=int, default=10, help="images per process per step")
 
     m = p.add_argument_group("method")
