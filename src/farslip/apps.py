@@ -141,7 +141,7 @@ def build_segment_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default="overlay.png", help="output PNG")
     parser.add_argument("--alpha", type=float, default=0.5, help="opacity of the class colours")
     parser.add_argument("--last-attn", default="segearth", choices=farslip.LAST_ATTN_TYPES, help="dense variant")
-    parser.add_argument("--long-side", type=int, default=None, help="resize long side (default 2 x model size)")
+    parser.add_argument("--long-side", type=int, default=None, help="resize long side (default 448: the paper's 448/224/112 windows)")
     parser.add_argument("--save-labels", default=None, help="also write the class index map as a PNG")
     add_model_args(parser)
     return parser
