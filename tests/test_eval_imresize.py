@@ -122,3 +122,21 @@ def test_rejects_what_it_cannot_do():
         resize_linear_u8(np.zeros((4, 4), dtype=np.float32), (2, 2))
     with pytest.raises(ValueError, match="0x2"):
         resize_linear_u8(np.zeros((4, 4), dtype=np.uint8), (2, 0))
+
+
+def test_matches_opencv_itself():
+    """The paper's framework calls ``cv2.resize(..., INTER_LINEAR)`` on uint8 pixels: the same
+    pixels, down and up, grey and RGB, smooth and noisy, on mmcv's sizes and arbitrary ones."""
+    import cv2  # opencv-python-headless, a test requirement
+    rng = np.random.default_rng(7)
+    for trial in range(120):
+        height, width = (int(v) for v in rng.integers(2, 600, size=2))
+        shape = (height, width, 3) if trial % 2 else (height, width)
+        image = rng.integers(0, 256, size=shape, dtype=np.uint8)
+        if trial % 3 == 0:  # smooth gradients, where rounding differences would show
+            image = (np.cumsum(image.astype(np.int64), axis=0) % 256).astype(np.uint8)
+        size = rescale_size(height, width) if trial % 4 < 2 else tuple(int(v) for v in rng.integers(1, 800, size=2))
+        expected = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+        got = resize_linear_u8(image, size)
+        assert got.shape == expected.shape and got.dtype == np.uint8
+        assert np.array_equal(got, expected), (shape, size)
