@@ -131,7 +131,7 @@ def test_seed_module_path_runs_from_a_checkout():
 def test_fp16_runs_every_task_on_cpu(bench, tmp_path):
     """--precision fp16 (the paper framework's GPU setting) for classification, retrieval and
     segmentation; on the CPU the half model's embeddings match the float ones closely."""
-    from farslip.data.transforms import eval_transform
+    from farslip.transforms import eval_transform
     from farslip.eval.encode import Runtime, encode_image_files, encode_texts
 
     weights = tmp_path / "tiny.pt"

@@ -30,7 +30,7 @@ import farslip
 
 from .atomic import atomic_write
 from .cli import HelpFormatter
-from .data.transforms import eval_transform
+from .transforms import eval_transform
 from .eval.classification import PROMPTS
 from .eval.cli import USER_ERRORS, add_model_args, model_from_args
 from .eval.datasets import IMAGE_EXTENSIONS

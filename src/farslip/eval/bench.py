@@ -23,7 +23,7 @@ from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 import farslip
 from farslip.data.csv_data import read_pairs
 from farslip.data.synthetic import write_world
-from farslip.data.transforms import eval_transform
+from farslip.transforms import eval_transform
 
 from .classification import PROMPTS
 from .datasets import read_class_synonyms, read_classnames, segmentation_pairs

@@ -14,7 +14,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-from farslip.data.transforms import eval_transform
+from farslip.transforms import eval_transform
 
 from farslip.data.csv_data import read_pairs
 

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
-from farslip.data.transforms import eval_transform
+from farslip.transforms import eval_transform
 
 from farslip.data.csv_data import read_pairs
 

@@ -27,7 +27,7 @@ import open_clip
 import torch
 from torch import nn
 
-from ..data.transforms import eval_transform, squash_transform
+from ..transforms import eval_transform, squash_transform
 from .checkpoint import CheckpointError, load_checkpoint, load_state_dict, text_context
 from .hub import CheckpointNotAvailable, hub_file, parse_hf_hub
 from .longclip import enable_long_text
