@@ -10,7 +10,7 @@ import torch
 
 import farslip
 from farslip.cli import main as farslip_main
-from farslip.data.synthetic import write_world
+from farslip.synth import write_world
 from farslip.eval import classification, retrieval, segmentation
 from tests import test_retrieval, test_scene_classification
 from tests._eval_utils import write_benchmarks, write_segmentation

@@ -16,7 +16,7 @@ COMMANDS = {
     "eval": ("farslip.eval.cli", "zero-shot classification, retrieval, segmentation, or all three"),
     "download": ("farslip.models.hub", "download a named checkpoint (e.g. FarSLIP2-ViT-B-16)"),
     "models": ("farslip.models.registry", "list the named checkpoints and architectures"),
-    "synth": ("farslip.data.synthetic", "write the synthetic remote-sensing world in every real format"),
+    "synth": ("farslip.synth.world", "write the synthetic remote-sensing world in every real format"),
     "classify": ("farslip.apps", "zero-shot classify images against your labels"),
     "segment": ("farslip.apps", "open-vocabulary segmentation of images or folders, written as overlays"),
     "demo": ("farslip.demo", "the whole pipeline end to end on the synthetic world (CPU)"),

@@ -35,7 +35,7 @@ from PIL import Image, ImageDraw
 
 import farslip
 
-from .data.synthetic import Scale, write_world
+from .synth import Scale, write_world
 from .eval import evaluate_classification, evaluate_retrieval, evaluate_segmentation, write_report
 from .eval.datasets import load_label_map, read_classnames, read_class_synonyms, segmentation_pairs
 from .eval.metrics import deduplicate_pairs

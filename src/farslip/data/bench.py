@@ -42,7 +42,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def world_paths(folder: Optional[str], scale: str) -> dict:
     """Paths of an existing world in ``folder``, or of a fresh one written to a temp dir."""
-    from farslip.data.synthetic import write_world
+    from farslip.synth import write_world
 
     if folder is None:
         return write_world(tempfile.mkdtemp(prefix="farslip-bench-"), scale=scale)

@@ -16,7 +16,7 @@ import torch
 
 from farslip.transforms import eval_transform
 
-from farslip.data.csv_data import read_pairs
+from farslip.data.csv_data import read_labels
 
 from .datasets import checked_paths, csv_set_present, label_indices, read_classnames, require_dir, resolve_user_path
 from .encode import Runtime, encode_image_files, text_classifier
@@ -42,9 +42,9 @@ def classify_csv(model, tokenizer, csv: Path, classnames: Path, image_root: Path
 
     Rows with an empty label are dropped; labels are class names or indices.
     """
-    items = read_pairs(str(csv), caption_column="label")
+    items = read_labels(str(csv))
     names = read_classnames(classnames)
-    targets = torch.tensor(label_indices([item.caption for item in items], names, csv))
+    targets = torch.tensor(label_indices([item.label for item in items], names, csv))
     paths = checked_paths([item.path for item in items], image_root, csv)
     weights = text_classifier(model, tokenizer, names, PROMPTS, run)
     features = encode_image_files(model, paths, eval_transform(model.visual.image_size), run, desc)
