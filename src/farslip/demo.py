@@ -35,6 +35,7 @@ from PIL import Image, ImageDraw
 
 import farslip
 
+from .cli import CommandParser
 from .synth import Scale, write_world
 from .eval import evaluate_classification, evaluate_retrieval, evaluate_segmentation, write_report
 from .eval.datasets import load_label_map, read_classnames, read_class_synonyms, segmentation_pairs
@@ -294,8 +295,8 @@ def run_demo(out: Path, cfg: DemoConfig) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="farslip demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandParser(prog="farslip demo", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     parser.add_argument("--preset", default="full", choices=sorted(PRESETS),
                         help="full: what make demo runs; reduced: the slow test's smaller run (default: full)")

@@ -2,13 +2,11 @@
 
 Per data set: the two satellite prompts per class, normalised text embeddings averaged and
 renormalised; images through the CLIP eval transform; top-1 / top-5 in percent. The headline is
-the mean top-1 over the sets evaluated. ``python -m farslip.eval.classification`` is
-``farslip eval classification``.
+the mean top-1 over the sets evaluated. The command line is ``farslip eval classification``.
 """
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -91,13 +89,3 @@ def evaluate_classification(model, tokenizer, data_root: Optional[PathLike], dat
         names = [lookup(CLASSIFICATION, n, "classification").name for n in datasets or CLASSIFICATION]
     return run_datasets("classification", names, one, HEADLINE, keep_going)
 
-
-def main(argv: Optional[list[str]] = None) -> int:
-    """``python -m farslip.eval.classification ...`` == ``farslip eval classification ...``."""
-    from .cli import main as cli_main
-
-    return cli_main(["classification", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..cli import HelpFormatter
+from ..cli import CommandParser
 from ..data.csv_data import CAPTION_COLUMN, IMAGE_COLUMN, LABEL_COLUMN
 from ..eval.registry import CLASSIFICATION, IGNORE_INDEX, RETRIEVAL
 from . import captions as cap
@@ -495,10 +495,9 @@ def _default_workers() -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="farslip synth",
-                                description="Write the synthetic remote-sensing world in every real data "
-                                            "format (RS5M, MGRS, SkyScript benchmarks, OVSS).",
-                                formatter_class=HelpFormatter)
+    p = CommandParser(prog="farslip synth",
+                      description="Write the synthetic remote-sensing world in every real data "
+                                  "format (RS5M, MGRS, SkyScript benchmarks, OVSS).")
     p.add_argument("--out", required=True, help="output folder (created)")
     p.add_argument("--seed", type=int, default=0, help="world seed: same seed, same bytes")
     p.add_argument("--scale", choices=sorted(SCALES), default="small",
