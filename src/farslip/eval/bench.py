@@ -21,6 +21,7 @@ import torch
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
 import farslip
+from farslip.atomic import atomic_write
 from farslip.data.csv_data import read_labels, read_pairs
 from farslip.synth import write_world
 from farslip.transforms import eval_transform
@@ -113,5 +114,5 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {r['model']} | {r['task']} | {r['texts']} | {r['text_seconds']:.2f} | {r['images']} | "
               f"{r['image_seconds']:.2f} | {r['images_per_s']:.1f} |")
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+        atomic_write(args.json, json.dumps(rows, indent=2) + "\n")
     return 0
