@@ -35,12 +35,51 @@ def test_save_writes_numbered_and_latest(tmp_path):
     assert [p.name for p in checkpoint.save(tmp_path, payload, numbered=False)] == ["epoch_latest.pt"]
 
 
+def _ckpt(step: int, epoch: int = 0) -> dict:
+    return {"epoch": epoch, "step": step, "state_dict": {"w": torch.full((2,), float(step))},
+            "optimizer": {}}
+
+
 def test_resolve_latest_and_paths(tmp_path):
     assert checkpoint.resolve("latest", tmp_path) is None  # a fresh run
-    (tmp_path / "epoch_latest.pt").write_bytes(b"x")
+    checkpoint.save(tmp_path, _ckpt(6, epoch=1), numbered=False)
     assert checkpoint.resolve("latest", tmp_path) == tmp_path / "epoch_latest.pt"
     with pytest.raises(FileNotFoundError, match="nope.pt"):
         checkpoint.resolve(str(tmp_path / "nope.pt"), tmp_path)
+
+
+def test_latest_is_the_newest_by_recorded_step(tmp_path):
+    for step in (2, 4):
+        checkpoint.save_step(tmp_path, _ckpt(step), keep=0)
+    assert checkpoint.resolve("latest", tmp_path) == tmp_path / "step_4.pt"  # no epoch file yet
+    checkpoint.save(tmp_path, _ckpt(6, epoch=1), numbered=True)
+    assert checkpoint.resolve("latest", tmp_path) == tmp_path / "epoch_latest.pt"
+    checkpoint.save_step(tmp_path, _ckpt(8, epoch=1), keep=0)
+    assert checkpoint.resolve("latest", tmp_path) == tmp_path / "step_8.pt"
+    # at equal steps the epoch file wins (it starts the next epoch); a torn temp is never a candidate
+    checkpoint.save(tmp_path, _ckpt(8, epoch=2), numbered=False)
+    (tmp_path / ".step_10.pt.0123456789ab.tmp").write_bytes(b"half a checkpoint")
+    (tmp_path / "step_x.pt").write_bytes(b"not ours")
+    assert checkpoint.resolve("latest", tmp_path) == tmp_path / "epoch_latest.pt"
+    assert [s for s, _ in checkpoint.step_files(tmp_path)] == [2, 4, 8]
+
+
+def test_unreadable_latest_is_named(tmp_path):
+    (tmp_path / "epoch_latest.pt").write_bytes(b"x")
+    with pytest.raises(ValueError, match="epoch_latest.pt"):
+        checkpoint.resolve("latest", tmp_path)
+
+
+def test_step_checkpoints_rotate_and_epoch_files_stay(tmp_path):
+    checkpoint.save(tmp_path, _ckpt(3, epoch=1), numbered=True)
+    for step in range(1, 6):
+        checkpoint.save_step(tmp_path, _ckpt(step), keep=2)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["epoch_1.pt", "epoch_latest.pt", "step_4.pt", "step_5.pt"]
+    assert checkpoint.load(tmp_path / "step_5.pt")["step"] == 5
+    for step in range(6, 9):
+        checkpoint.save_step(tmp_path, _ckpt(step), keep=0)  # 0 keeps all
+    assert [s for s, _ in checkpoint.step_files(tmp_path)] == [4, 5, 6, 7, 8]
 
 
 def test_load_rejects_weights_only_files_and_pickled_objects(tmp_path):
@@ -55,8 +94,17 @@ def test_load_rejects_weights_only_files_and_pickled_objects(tmp_path):
         checkpoint.load(evil)
 
 
-def test_rng_state_round_trip():
-    state = checkpoint.rng_state()
-    first = torch.rand(3)
+def test_rng_state_round_trip_through_a_weights_only_file(tmp_path):
+    import random
+
+    import numpy as np
+
+    checkpoint.save_atomic({"rng": checkpoint.rng_state()}, tmp_path / "rng.pt")
+    first = (torch.rand(3), random.random(), np.random.rand(3))
+    state = torch.load(tmp_path / "rng.pt", weights_only=True)["rng"]
     checkpoint.set_rng_state(state)
-    assert torch.equal(torch.rand(3), first)
+    again = (torch.rand(3), random.random(), np.random.rand(3))
+    assert torch.equal(again[0], first[0]) and again[1] == first[1]
+    assert np.array_equal(again[2], first[2])
+    checkpoint.set_rng_state({"cpu": state["cpu"]})  # an older checkpoint: torch only
+    assert torch.equal(torch.rand(3), first[0])
