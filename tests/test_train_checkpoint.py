@@ -108,3 +108,23 @@ def test_rng_state_round_trip_through_a_weights_only_file(tmp_path):
     assert np.array_equal(again[2], first[2])
     checkpoint.set_rng_state({"cpu": state["cpu"]})  # an older checkpoint: torch only
     assert torch.equal(torch.rand(3), first[0])
+
+
+def test_layout_problems_name_every_difference():
+    import argparse
+
+    from farslip.train import resume
+
+    args = argparse.Namespace(world_size=2, batch_size=10, seed=0, rank=1)
+    stream = argparse.Namespace(stream_workers=4, num_batches=100)
+    position = resume.DataPosition(3, 7, {0: (20, 2), 2: (21, 2)})
+    state = resume.position_state(position, args, stream, [[[1, 1]] * 4, position.stream_list(4)])
+    assert state["streams"][1] == [[20, 2], [0, 0], [21, 2], [0, 0]]
+    assert resume.layout_problems(state, args, stream) == []
+    other = argparse.Namespace(world_size=1, batch_size=10, seed=0, rank=0)
+    fewer = argparse.Namespace(stream_workers=2, num_batches=100)
+    assert resume.layout_problems(state, other, fewer) == [
+        "world_size 2 in the checkpoint, 1 in this run", "workers 4 in the checkpoint, 2 in this run"]
+    sampler = argparse.Namespace(stream_workers=0, num_batches=100)
+    assert "kind 'stream' in the checkpoint, 'sampler' in this run" in resume.layout_problems(
+        state, args, sampler)
