@@ -29,8 +29,9 @@ def shards(tmp_path_factory):
     return os.path.join(folder, "shard-{0000..0003}.tar")
 
 
-def stream(spec: str, workers: int, epoch: int = 0):
-    args = make_args(train_data=spec, train_num_samples=NUM_SAMPLES, batch_size=BATCH, workers=workers)
+def stream(spec: str, workers: int, epoch: int = 0, resampled: bool = False):
+    args = make_args(train_data=spec, train_num_samples=NUM_SAMPLES, batch_size=BATCH, workers=workers,
+                     dataset_resampled=resampled)
     return get_train_data(args, char_tokenizer, 32, crops=True, objects=False, epoch=epoch)
 
 
@@ -49,14 +50,14 @@ def assert_same(a: list[dict], b: list[dict]) -> None:
         assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_stream_resumes_at_the_next_batch(shards, workers):
-    full = list(stream(shards, workers).dataloader)
+@pytest.mark.parametrize("workers,resampled", [(0, False), (2, False), (0, True)])
+def test_stream_resumes_at_the_next_batch(shards, workers, resampled):
+    full = list(stream(shards, workers, resampled=resampled).dataloader)
     assert len(full) == 11
     total_skipped = sum(int(b["skipped"]) for b in full)
-    assert total_skipped >= 4  # every bad sample met at least once (a pass and a bit)
+    assert total_skipped >= (1 if resampled else 4)  # without resampling a pass and a bit: all 4 bad ones
     for c in (1, 4, 7, 10) if workers == 0 else (3, 8):
-        info = stream(shards, workers)
+        info = stream(shards, workers, resampled=resampled)
         info.resume_at(0, c, positions(full[:c], max(workers, 1)))
         rest = list(info.dataloader)
         assert_same(rest, full[c:])
@@ -64,7 +65,7 @@ def test_stream_resumes_at_the_next_batch(shards, workers):
         assert sum(int(b["skipped"]) for b in full[:c] + rest) == total_skipped
     # the next epoch is whole and the same as a loader built for it
     info.set_epoch(1)
-    assert_same(list(info.dataloader), list(stream(shards, workers, epoch=1).dataloader))
+    assert_same(list(info.dataloader), list(stream(shards, workers, epoch=1, resampled=resampled).dataloader))
 
 
 def test_passed_over_samples_are_not_decoded(shards, monkeypatch):

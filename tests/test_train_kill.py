@@ -3,8 +3,8 @@ written), then resumed with ``--resume latest``: the newest checkpoint always lo
 is ever picked up, a killed write's temporary file is removed by the next run, and the final
 weights, teacher and optimizer state equal those of an uninterrupted run bit for bit, as do the
 logged losses, learning rates and bad-sample counts of every step. RS5M webdataset (with a
-DataLoader worker and bad samples) in the default suite; MGRS json and two gloo ranks under
-torchrun in the slow suite (tests/test_train_run.py resumes MGRS mid-epoch in-process by default)."""
+DataLoader worker and bad samples) and MGRS json in the default suite; two gloo ranks under
+torchrun in the slow suite."""
 from __future__ import annotations
 
 import os
@@ -147,7 +147,6 @@ def test_rs5m_killed_mid_step_and_mid_write_resumes_bit_identical(tmp_path):
     assert_same_run(logs / "full", logs / "cut", steps=12)
 
 
-@pytest.mark.slow
 def test_mgrs_killed_while_writing_a_step_checkpoint_resumes_bit_identical(tmp_path):
     js, imgs = write_mgrs(tmp_path / "mgrs", items=9, broken=True)
     logs = tmp_path / "logs"
