@@ -1,8 +1,11 @@
+import re
 from pathlib import Path
 
 from setuptools import find_packages, setup
 
 here = Path(__file__).parent
+# The version is stated once, in src/farslip/__init__.py (`farslip --version` prints it).
+version = re.search(r'^__version__ = "([^"]+)"$', (here / "src/farslip/__init__.py").read_text(), re.M).group(1)
 requirements = [
     line.split("#")[0].strip()
     for line in (here / "requirements.txt").read_text().splitlines()
@@ -11,7 +14,7 @@ requirements = [
 
 setup(
     name="farslip",
-    version="0.1.0",
+    version=version,
     description="FarSLIP: CLIP adaptation for fine-grained remote-sensing understanding "
     "(training, evaluation and released checkpoints)",
     long_description=(here / "README.md").read_text(encoding="utf-8"),

@@ -57,9 +57,12 @@ def test_classify_cli(checkpoint, images, tmp_path, capsys):
     assert code == 0
     printed = capsys.readouterr().out
     assert str(images[0]) in printed and printed.count("%") == 4
-    probs = json.loads(out.read_text())
-    for row in probs.values():
+    records = json.loads(out.read_text())
+    assert [r["image"] for r in records] == [str(p) for p in images]  # one record per image, in order
+    for record in records:
+        row = record["probabilities"]
         assert set(row) == {"airport", "farmland", "harbor"} and sum(row.values()) == pytest.approx(1.0, abs=1e-5)
+        assert record["prediction"] == max(row, key=row.get)
     assert main_classify([str(images[0]), "--model", "ViT-Tiny-8", "--labels", "only-one"]) == 2
     assert "at least two labels" in capsys.readouterr().err
 

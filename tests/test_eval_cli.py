@@ -50,7 +50,8 @@ def test_eval_all_on_the_synthetic_world(tmp_path):
         pngs = data["segmentation"]["datasets"][name]["examples"]
         assert len(pngs) == 2 and all((out / p).is_file() for p in pngs)
     table = (out / "results.md").read_text()
-    assert "| ViT-Tiny-8 |" in table and "RSICD img->txt" in table and "LoveDA" in table
+    assert "| ViT-Tiny-8 (random weights) |" in table and "RSICD img->txt" in table and "LoveDA" in table
+    assert data["model"]["random_weights"] is True and data["model"]["weights"] is None
     assert f"{data['segmentation']['mean_mIoU']:.2f}" in table
 
 

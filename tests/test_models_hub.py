@@ -98,9 +98,9 @@ def test_download_copies_from_cache_and_explains_missing_files(tmp_path):
 
     missing = subprocess.run([sys.executable, "-m", "farslip", "download", "FarSLIP1-ViT-B-16"],
                              env=_offline_env(cache), capture_output=True, text=True, timeout=120)
-    assert missing.returncode == 1
-    assert "ZhenShiL/FarSLIP/FarSLIP1_ViT-B-16.pt" in missing.stdout
-    assert "HF_HUB_OFFLINE" in missing.stdout and "--pretrained" in missing.stdout
+    assert missing.returncode == 2  # a user-side problem, as in every command
+    assert "ZhenShiL/FarSLIP/FarSLIP1_ViT-B-16.pt" in missing.stderr
+    assert "HF_HUB_OFFLINE" in missing.stderr and "--pretrained" in missing.stderr
 
 
 def test_registry_and_file_name_inference(tmp_path):

@@ -42,5 +42,9 @@ def test_stage_scripts_chain_from_another_folder(tmp_path):
     assert stage2.returncode == 0, stage2.stdout[-3000:] + stage2.stderr[-3000:]
     final = torch.load(tmp_path / "runs" / "farslip2-ViT-Tiny-8" / "checkpoints" / "epoch_1.pt", weights_only=True)
     assert final["state_dict"]["positional_embedding"].shape[0] == 248  # stage 2 trains Long-CLIP text
+    # QuickGELU follows what stage 1 recorded (random init: GELU), not a flag passed by hand
+    first = torch.load(checkpoint, weights_only=True)["model_settings"]
+    assert final["model_settings"]["quick_gelu"] is first["quick_gelu"] is False
+    assert final["model_settings"]["context_length"] == 248
     params = (tmp_path / "runs" / "farslip2-ViT-Tiny-8" / "params.txt").read_text()
     assert "pretrained: " + str(checkpoint.relative_to(tmp_path)) in params

@@ -40,6 +40,7 @@ from .eval import evaluate_classification, evaluate_retrieval, evaluate_segmenta
 from .eval.datasets import load_label_map, read_classnames, read_class_synonyms, segmentation_pairs
 from .eval.metrics import deduplicate_pairs
 from .eval.registry import CLASSIFICATION, RETRIEVAL, SEGMENTATION
+from .eval.segmentation import dataset_present
 
 log = logging.getLogger("farslip.demo")
 
@@ -171,7 +172,7 @@ def evaluate_model(cfg: DemoConfig, checkpoint: Path, world: dict, out: Path) ->
         "classification": evaluate_classification(model, tokenizer, world["benchmarks"], **common),
         "retrieval": evaluate_retrieval(model, tokenizer, world["benchmarks"], **common),
         "segmentation": evaluate_segmentation(model, tokenizer, world["ovss"],
-                                              [s for s in SEGMENTATION if (Path(world["ovss"]) / s).is_dir()],
+                                              [s for s in SEGMENTATION if dataset_present(world["ovss"], s)],
                                               **common),
     }
     write_report(results, out)

@@ -24,8 +24,11 @@ def read_pairs(
     try:
         with open(csv_path, encoding="utf-8") as f:
             header = f.readline()
+        if not header.strip():
+            raise ValueError(f"{csv_path} is empty: expected a header line with columns {image_column!r} and "
+                             f"{caption_column!r}, then one row per image")
         table = pd.read_csv(csv_path, sep="\t" if "\t" in header else ",", dtype=str, keep_default_na=False)
-    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise ValueError(f"cannot read CSV {csv_path}: {exc}") from exc
     missing = [c for c in (image_column, caption_column) if c not in table.columns]
     if missing:

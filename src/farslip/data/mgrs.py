@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 from collections.abc import Mapping
 from typing import Any, Optional, Sequence
 
@@ -57,6 +58,8 @@ def parse_bbox(bbox: Any) -> ParsedBox:
         raise ValueError(f"bbox needs x1, y1, x2, y2; got {bbox!r}")
     x1, y1, x2, y2 = (float(v) for v in corners)
     w, h = (None if v is None else float(v) for v in size)
+    if not all(math.isfinite(v) for v in (x1, y1, x2, y2, *(v for v in (w, h) if v is not None))):
+        raise ValueError(f"bbox holds a NaN or infinite value: {bbox!r}")
     return x1, y1, x2, y2, w, h
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from ..cli import HelpFormatter
 from .synth import captions as cap
 from .synth.layouts import (CLASSIFICATION_SETS, IGNORE, OVSS_SETS, RETRIEVAL_SETS, SKYSCRIPT_TEST_CSV,
                             SKYSCRIPT_VAL_CSV, OvssSet)
@@ -481,7 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="farslip synth",
                                 description="Write the synthetic remote-sensing world in every real data "
                                             "format (RS5M, MGRS, SkyScript benchmarks, OVSS).",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--out", required=True, help="output folder (created)")
     p.add_argument("--seed", type=int, default=0, help="world seed: same seed, same bytes")
     p.add_argument("--scale", choices=sorted(SCALES), default="small",

@@ -6,7 +6,7 @@
     tokenizer = farslip.get_tokenizer(model)                     # 248 tokens for Long-CLIP models
     results = {"classification": evaluate_classification(model, tokenizer, "/data/benchmarks"),
                "segmentation": evaluate_segmentation(model, tokenizer, "/data/ovss", ["LoveDA"])}
-    write_report(results, "eval_results")
+    write_report(results, "eval_results/FarSLIP1-ViT-B-32")
 
 The command line is ``farslip eval classification|retrieval|segmentation|all`` (:mod:`.cli`).
 """

@@ -18,7 +18,7 @@ from farslip.data.transforms import eval_transform
 
 from farslip.data.csv_data import read_pairs
 
-from .datasets import checked_paths, label_indices, read_classnames, require_dir
+from .datasets import checked_paths, csv_set_present, label_indices, read_classnames, require_dir, resolve_user_path
 from .encode import Runtime, encode_image_files, text_classifier
 from .metrics import topk_accuracy
 from .registry import CLASSIFICATION, lookup
@@ -29,6 +29,11 @@ log = logging.getLogger(__name__)
 PROMPTS = ("a satellite photo of {}.", "a satellite image of {}")
 HEADLINE = ("top1", "top5")
 PathLike = Union[str, Path]
+
+
+def dataset_present(data_root: PathLike, name: str) -> bool:
+    """The registered set ``name`` is present under ``data_root`` (its folder or CSV exists)."""
+    return csv_set_present(Path(data_root), CLASSIFICATION[name].csv)
 
 
 def classify_csv(model, tokenizer, csv: Path, classnames: Path, image_root: Path, run: Runtime,
@@ -54,9 +59,10 @@ def evaluate_classification(model, tokenizer, data_root: Optional[PathLike], dat
                             keep_going: bool = False) -> dict:
     """Zero-shot classification of ``model`` on registered sets, or on one ``csv`` of your own.
 
-    ``datasets``: registered names (default: all eight). With ``csv`` (relative to ``data_root``
-    or absolute) only that file is evaluated, under ``name`` (default: the file's stem) with
-    ``classnames`` (default: ``classnames.txt`` beside the CSV). Image paths in a CSV are relative
+    ``datasets``: registered names (default: all eight). With ``csv`` only that file is evaluated,
+    under ``name`` (default: the file's stem) with ``classnames`` (default: ``classnames.txt``
+    beside the CSV); both are looked up as given (absolute or relative to the current directory),
+    then under ``data_root``. Image paths in a CSV are relative
     to ``image_root`` (default ``data_root``). Returns ``{"datasets": {name: {top1, top5, ...}},
     "failed": {...}, "mean_top1", "mean_top5"}``; a failing set raises
     :class:`~farslip.eval.runner.DatasetFailed` unless ``keep_going``.
@@ -66,12 +72,13 @@ def evaluate_classification(model, tokenizer, data_root: Optional[PathLike], dat
     root = Path(data_root) if data_root is not None else None
     if csv is None and root is None:
         raise ValueError("classification needs a data root (--data-root or FARSLIP_DATA) or a --csv")
-    csv_path = (root / csv if root is not None else Path(csv)) if csv is not None else None
+    csv_path = resolve_user_path(csv, root, "--csv") if csv is not None else None
     images = Path(image_root) if image_root is not None else (root if root is not None else csv_path.parent)
 
     def one(set_name: str) -> dict:
         if csv_path is not None:
-            names_path = Path(classnames) if classnames else csv_path.parent / "classnames.txt"
+            names_path = resolve_user_path(classnames, root, "--classnames") if classnames \
+                else csv_path.parent / "classnames.txt"
             return classify_csv(model, tokenizer, csv_path, names_path, images, run, desc=set_name)
         spec = CLASSIFICATION[set_name]
         require_dir(root / Path(spec.csv).parent, f"classification data set {spec.name}")

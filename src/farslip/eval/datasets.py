@@ -32,17 +32,54 @@ def require_file(path: Path, what: str) -> Path:
     return path
 
 
+def resolve_user_path(path, data_root, what: str) -> Path:
+    """A path the user gave (``--csv``, ``--classnames``): as given (absolute, or relative to the
+    current directory), else relative to ``data_root``; FileNotFoundError naming every path tried."""
+    given = Path(path).expanduser()
+    tried = [given]
+    if given.exists():
+        return given
+    if data_root is not None and not given.is_absolute():
+        under = Path(data_root) / given
+        tried.append(under)
+        if under.exists():
+            return under
+    raise FileNotFoundError(f"{what} {path}: not found (tried {', '.join(str(t) for t in tried)})")
+
+
+def csv_set_present(data_root: Path, csv: str) -> bool:
+    """A registered CSV set is there: its CSV exists, or at least its own folder (then a missing CSV is
+    an error of that set, not an absent set)."""
+    path = Path(data_root) / csv
+    return path.is_file() or (path.parent != Path(data_root) and path.parent.is_dir())
+
+
 def read_classnames(path: Path) -> list[str]:
-    """One class name per non-empty line (``classnames.txt``)."""
+    """One class name per line (``classnames.txt``); line i is class index i.
+
+    Blank lines at the end are ignored; a blank line before the last name is an error (dropping it
+    would shift every later class index, and labels would be scored under another class's name),
+    as is a name that appears twice (a string label would be ambiguous).
+    """
     names = [line.strip() for line in require_file(path, "class names").read_text(encoding="utf-8").splitlines()]
-    names = [n for n in names if n]
+    while names and not names[-1]:
+        names.pop()
     if not names:
         raise ValueError(f"{path}: no class names")
+    blank = [i + 1 for i, name in enumerate(names) if not name]
+    if blank:
+        raise ValueError(f"{path}: line {blank[0]} is blank; each line is one class, in index order, so a blank "
+                         f"line would shift every later class index. Remove it or write the class there")
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in seen:
+            raise ValueError(f"{path}: class {name!r} appears on lines {seen[name] + 1} and {i + 1}")
+        seen[name] = i
     return names
 
 
 def read_class_synonyms(path: Path) -> list[list[str]]:
-    """One class per non-empty line, comma-separated synonyms (the OVSS class files)."""
+    """One class per line, comma-separated synonyms (the OVSS class files; rules of :func:`read_classnames`)."""
     classes = [[s.strip() for s in line.split(",") if s.strip()] for line in read_classnames(path)]
     bad = [i for i, c in enumerate(classes) if not c]
     if bad:

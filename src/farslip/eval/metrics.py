@@ -10,21 +10,29 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-RECALL_KS = (1, 5, 10)
+RECALL_KS = (1, 5, 10)  # the paper's cells: the mean of these per direction
+EXTRA_KS = (100,)  # reported too (the reference prints R@100), outside every mean
 
 
 def topk_accuracy(logits: torch.Tensor, targets: torch.Tensor, ks: Iterable[int] = (1, 5)) -> dict[str, float]:
-    """Top-k accuracy in percent for ``logits`` [N, C] and integer ``targets`` [N].
+    """Top-k accuracy in percent for ``logits`` [N, C] and integer ``targets`` [N], with the exact
+    counts: ``top{k}`` (percent, = 100 * ``top{k}_hits`` / ``num_samples``) and ``top{k}_hits``.
 
     ``k`` larger than the number of classes counts every sample as a hit (as top-C would).
     """
     if logits.shape[0] != targets.shape[0]:
         raise ValueError(f"{logits.shape[0]} logits rows but {targets.shape[0]} targets")
     ks = list(ks)
+    total = int(logits.shape[0])
     k_max = min(max(ks), logits.shape[1])
     ranked = logits.topk(k_max, dim=1).indices  # [N, k_max], best first
     hit_at = ranked == targets.view(-1, 1)
-    return {f"top{k}": 100.0 * hit_at[:, : min(k, k_max)].any(dim=1).float().mean().item() for k in ks}
+    result: dict = {"num_samples": total}
+    for k in ks:
+        hits = int(hit_at[:, : min(k, k_max)].any(dim=1).sum())
+        result[f"top{k}"] = 100.0 * hits / total if total else math.nan
+        result[f"top{k}_hits"] = hits
+    return result
 
 
 def deduplicate_pairs(images: Sequence[str], captions: Sequence[str]) -> tuple[list[str], list[str], torch.Tensor]:
@@ -60,26 +68,34 @@ def _hits(queries: torch.Tensor, keys: torch.Tensor, positive_keys: torch.Tensor
 
 
 def retrieval_recall(image_features: torch.Tensor, text_features: torch.Tensor, pairs: torch.Tensor,
-                     ks: Sequence[int] = RECALL_KS, chunk: int = 1024) -> dict[str, float]:
+                     ks: Sequence[int] = RECALL_KS, chunk: int = 1024,
+                     extra_ks: Sequence[int] = EXTRA_KS) -> dict[str, float]:
     """Recall@k (percent) in both directions over de-duplicated images and captions.
 
-    A query is a hit at k when *any* of its positives ranks in its top k. Returns
-    ``image_to_text_R@k``, ``text_to_image_R@k``, the per-direction means ``image_to_text_mean``
-    / ``text_to_image_mean`` (the paper's table cells) and ``mean_recall`` over all six.
+    A query is a hit at k when *any* of its positives ranks in its top k (k beyond the number of
+    keys: every query with a positive counts). Returns, per direction ``d`` (``image_to_text``,
+    ``text_to_image``) and k in ``ks`` + ``extra_ks``: ``d_R@k`` (percent) with its exact count
+    ``d_hits@k`` out of ``d_queries``; the per-direction means over ``ks`` only, ``d_mean`` (the
+    paper's table cells), and ``mean_recall`` over the six R@1/5/10.
     """
     n_img, n_txt = image_features.shape[0], text_features.shape[0]
     img_pos = pairs[:, 0] * n_txt + pairs[:, 1]
     txt_pos = pairs[:, 1] * n_img + pairs[:, 0]
-    result: dict[str, float] = {}
+    all_ks = list(dict.fromkeys([*ks, *extra_ks]))
+    result: dict = {}
     for direction, queries, keys, positives, n_keys in (
         ("image_to_text", image_features, text_features, img_pos, n_txt),
         ("text_to_image", text_features, image_features, txt_pos, n_img),
     ):
-        k_max = min(max(ks), n_keys)
+        n_queries = int(queries.shape[0])
+        k_max = min(max(all_ks), n_keys)
         hit_at = _hits(queries, keys, positives, n_keys, k_max, chunk)
-        recalls = [100.0 * hit_at[:, : min(k, k_max)].any(dim=1).float().mean().item() for k in ks]
-        result.update({f"{direction}_R@{k}": r for k, r in zip(ks, recalls)})
-        result[f"{direction}_mean"] = sum(recalls) / len(recalls)
+        result[f"{direction}_queries"] = n_queries
+        for k in all_ks:
+            hits = int(hit_at[:, : min(k, k_max)].any(dim=1).sum())
+            result[f"{direction}_hits@{k}"] = hits
+            result[f"{direction}_R@{k}"] = 100.0 * hits / n_queries if n_queries else math.nan
+        result[f"{direction}_mean"] = sum(result[f"{direction}_R@{k}"] for k in ks) / len(ks)
     result["mean_recall"] = sum(result[f"{d}_R@{k}"] for d in ("image_to_text", "text_to_image") for k in ks) / (2 * len(ks))
     return result
 

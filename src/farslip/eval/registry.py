@@ -8,6 +8,7 @@ mmsegmentation-converted layout ``<root>/<dir>/img_dir/<split>`` + ``ann_dir/<sp
 from __future__ import annotations
 
 from dataclasses import dataclass
+from difflib import get_close_matches
 from importlib import resources
 from pathlib import Path
 from typing import Optional
@@ -105,6 +106,21 @@ SEGMENTATION: dict[str, SegmentationSet] = {
 
 TASKS = ("classification", "retrieval", "segmentation")
 
+# The names the paper's tables print, per registered name (report columns); a set not listed
+# here (a --csv or --seg-dir set) shows under its own name.
+DISPLAY_NAMES: dict[str, str] = {
+    "SkyScript_cls": "SkyScript", "aid": "AID", "eurosat": "EuroSAT", "fmow": "fMoW", "millionaid": "Million-AID",
+    "patternnet": "PatternNet", "rsicb": "RSI-CB256", "nwpu": "NWPU-RESISC45",
+    "RSICD": "RSICD", "RSITMD": "RSITMD", "ucmcaptions": "UCM-Captions", "SkyScript": "SkyScript",
+    "OpenEarthMap": "OpenEarthMap", "LoveDA": "LoveDA", "iSAID": "iSAID", "Potsdam": "Potsdam",
+    "Vaihingen": "Vaihingen", "UAVid": "UAVid", "UDD5": "UDD5", "VDD": "VDD",
+}
+
+
+def display_name(name: str) -> str:
+    """The paper's name of a registered set (``aid`` -> ``AID``), else ``name`` itself."""
+    return DISPLAY_NAMES.get(name, name)
+
 
 def lookup(table: dict, name: str, task: str):
     """``table[name]`` (case-insensitive), or a ValueError listing the registered names."""
@@ -113,7 +129,9 @@ def lookup(table: dict, name: str, task: str):
     for key, value in table.items():
         if key.lower() == name.lower():
             return value
-    raise ValueError(f"unknown {task} data set {name!r}; registered: {', '.join(table)}")
+    close = get_close_matches(name.lower(), [key.lower() for key in table], n=1, cutoff=0.6)
+    hint = f" (did you mean {next(k for k in table if k.lower() == close[0])!r}?)" if close else ""
+    raise ValueError(f"unknown {task} data set {name!r}{hint}; registered: {', '.join(table)}")
 
 
 def parse_names(text: Optional[str], table: dict) -> list[str]:

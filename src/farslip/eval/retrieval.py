@@ -15,7 +15,7 @@ from farslip.data.transforms import eval_transform
 
 from farslip.data.csv_data import read_pairs
 
-from .datasets import checked_paths, require_dir
+from .datasets import checked_paths, csv_set_present, require_dir, resolve_user_path
 from .encode import Runtime, encode_image_files, encode_texts
 from .metrics import deduplicate_pairs, retrieval_recall
 from .registry import RETRIEVAL, lookup
@@ -23,6 +23,11 @@ from .runner import run_datasets
 
 HEADLINE = ("mean_recall", "image_to_text_mean", "text_to_image_mean")
 PathLike = Union[str, Path]
+
+
+def dataset_present(data_root: PathLike, name: str) -> bool:
+    """The registered set ``name`` is present under ``data_root`` (its CSV, or its own folder, exists)."""
+    return csv_set_present(Path(data_root), RETRIEVAL[name].csv)
 
 
 def retrieve_csv(model, tokenizer, csv: Path, caption_key: str, prefix: str, image_root: Path, run: Runtime,
@@ -45,8 +50,8 @@ def evaluate_retrieval(model, tokenizer, data_root: Optional[PathLike], datasets
                        keep_going: bool = False) -> dict:
     """Zero-shot retrieval of ``model`` on registered sets, or on one ``csv`` of your own.
 
-    ``datasets``: registered names (default: all four). With ``csv`` (relative to ``data_root`` or
-    absolute) only that file is evaluated, under ``name`` (default: its stem), reading captions
+    ``datasets``: registered names (default: all four). With ``csv`` (as given, else under
+    ``data_root``) only that file is evaluated, under ``name`` (default: its stem), reading captions
     from ``caption_key`` with ``caption_prefix`` prepended. Image paths are relative to
     ``image_root`` (default ``data_root``). Returns ``{"datasets": {name: {image_to_text_R@1, ...,
     mean_recall, ...}}, "failed": {...}, "mean_mean_recall", ...}``; a failing set raises
@@ -57,7 +62,7 @@ def evaluate_retrieval(model, tokenizer, data_root: Optional[PathLike], datasets
     root = Path(data_root) if data_root is not None else None
     if csv is None and root is None:
         raise ValueError("retrieval needs a data root (--data-root or FARSLIP_DATA) or a --csv")
-    csv_path = (root / csv if root is not None else Path(csv)) if csv is not None else None
+    csv_path = resolve_user_path(csv, root, "--csv") if csv is not None else None
     images = Path(image_root) if image_root is not None else (root if root is not None else csv_path.parent)
 
     def one(set_name: str) -> dict:

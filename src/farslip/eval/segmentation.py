@@ -276,6 +276,20 @@ def segment_folder(model, queries: Queries, pairs: Sequence[tuple[Path, Path]], 
             "reduce_zero_label": reduce_zero_label}
 
 
+def dataset_folder(data_root: PathLike, spec) -> Path:
+    """The folder of the registered set ``spec`` under ``data_root`` (FileNotFoundError naming it)."""
+    return require_dir(Path(data_root) / spec.dir, f"segmentation data set {spec.name}")
+
+
+def dataset_present(data_root: PathLike, name: str) -> bool:
+    """The registered set ``name`` has a folder under ``data_root`` (see :func:`dataset_folder`)."""
+    try:
+        dataset_folder(data_root, SEGMENTATION[name])
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def evaluate_segmentation(model, tokenizer, data_root: Optional[PathLike], datasets: Optional[Sequence[str]] = None,
                           *, batch_size: int = 64, workers: int = 4, device: str = "cpu", precision: str = "fp32",
                           last_attn: str = "segearth", split: Optional[str] = None,
@@ -305,7 +319,7 @@ def evaluate_segmentation(model, tokenizer, data_root: Optional[PathLike], datas
             if data_root is None:
                 raise ValueError("segmentation needs a data root (--data-root / --seg-data-root or FARSLIP_DATA)")
             spec = SEGMENTATION[set_name]
-            folder = require_dir(Path(data_root) / spec.dir, f"segmentation data set {set_name}")
+            folder = dataset_folder(data_root, spec)
             local = folder / "classes.txt"
             class_file = local if local.is_file() else spec.packaged_classes
             set_split, suffix = split or spec.split, spec.ann_suffix

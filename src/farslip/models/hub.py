@@ -9,10 +9,13 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
+import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 from ..atomic import atomic_write
+from ..cli import HelpFormatter
 from .registry import get_spec, list_names
 
 log = logging.getLogger(__name__)
@@ -31,18 +34,57 @@ def parse_hf_hub(spec: str) -> tuple[str, str]:
     return "/".join(parts[:2]), "/".join(parts[2:])
 
 
+OFFLINE_HINT = "offline? set HF_HUB_OFFLINE=1 to use the local cache only, without the wait"
+
+
+class _RetryNotice(logging.Filter):
+    """Replaces huggingface_hub's per-retry warnings (two lines per attempt, printed twice once the
+    root logger has a handler too) by one line of ours that says how to skip the wait."""
+
+    def __init__(self, repo_id: str, filename: str) -> None:
+        super().__init__()
+        self.what = f"{repo_id}/{filename}"
+        self.reason: Optional[str] = None
+        self.told = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if " thrown while requesting " in message:
+            self.reason = message.split(" thrown while requesting ")[0].strip("'")
+            return False
+        if message.startswith("Retrying in "):
+            if not self.told:
+                self.told = True
+                log.warning("cannot reach the Hugging Face hub for %s (%s); huggingface_hub retries for about "
+                            "25 s (%s)", self.what, self.reason or "no connection", OFFLINE_HINT)
+            return False
+        return True
+
+
+@contextmanager
+def _retry_notice(repo_id: str, filename: str) -> Iterator[None]:
+    hub_logger = logging.getLogger("huggingface_hub.utils._http")
+    notice = _RetryNotice(repo_id, filename)
+    hub_logger.addFilter(notice)
+    try:
+        yield
+    finally:
+        hub_logger.removeFilter(notice)
+
+
 def hub_file(repo_id: str, filename: str, *, cache_dir: Optional[str] = None, revision: Optional[str] = None) -> str:
     """Local path of ``repo_id/filename``: from the hub cache, downloading it when allowed."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
 
     try:
-        return hf_hub_download(repo_id, filename, cache_dir=cache_dir, revision=revision)
+        with _retry_notice(repo_id, filename):
+            return hf_hub_download(repo_id, filename, cache_dir=cache_dir, revision=revision)
     except (LocalEntryNotFoundError, OfflineModeIsEnabled, OSError) as err:
         from huggingface_hub import constants
 
         where = cache_dir or constants.HF_HUB_CACHE
-        offline = " (HF_HUB_OFFLINE is set)" if constants.HF_HUB_OFFLINE else ""
+        offline = " (HF_HUB_OFFLINE is set)" if constants.HF_HUB_OFFLINE else " (set HF_HUB_OFFLINE=1 to skip the network wait next time)"
         raise CheckpointNotAvailable(
             f"{repo_id}/{filename} is not in the Hugging Face cache at {where} and could not be "
             f"downloaded{offline}: {type(err).__name__}: {err}\n"
@@ -87,11 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="farslip download",
         description="Download a named checkpoint through the Hugging Face hub cache "
         "(HF_HOME / HF_HUB_CACHE / HF_HUB_OFFLINE / HF_ENDPOINT are honoured).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("names", nargs="+", help=f"registry names ({', '.join(list_names())}) or OWNER/REPO/FILE")
     parser.add_argument("--to", default=None, help="also copy the file into this folder (e.g. checkpoints/)")
-    parser.add_argument("--cache-dir", default=None, help="hub cache folder (default: the huggingface_hub default)")
+    parser.add_argument("--cache-dir", default=None, help="hub cache folder (default: huggingface_hub's own)")
     return parser
 
 
@@ -103,6 +145,6 @@ def main(argv: list[str] | None = None) -> int:
         try:
             print(download(name, args.to, cache_dir=args.cache_dir))
         except (CheckpointNotAvailable, ValueError) as err:
-            print(f"farslip download: {name}: {err}", flush=True)
-            status = 1
+            print(f"farslip download: error: {name}: {err}", file=sys.stderr, flush=True)
+            status = 2  # as every other command for a user-side problem
     return status

@@ -19,22 +19,51 @@ def token_map(tokens: torch.Tensor, grid: Grid) -> torch.Tensor:
     return tokens.transpose(1, 2).reshape(batch, dim, gh, gw)
 
 
+BOX_SLACK = 1e-4  # normalised coordinates may overshoot [0, 1] by rounding, not more
+
+
+def check_boxes(boxes: Sequence[torch.Tensor]) -> None:
+    """ValueError unless every box is a normalised (x1, y1, x2, y2) with 0 <= x1 <= x2 <= 1 (and y).
+
+    Pixel boxes (values above 1) and inverted boxes would silently give features of another
+    region; the error says which image and box. (One host sync: the training step, whose boxes
+    the data pipeline builds normalised, skips it.)
+    """
+    for image, b in enumerate(boxes):
+        b = b.reshape(-1, 4)
+        if b.numel() == 0:
+            continue
+        outside = (b < -BOX_SLACK) | (b > 1 + BOX_SLACK)
+        inverted = (b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1])
+        if bool(outside.any()) or bool(inverted.any()):
+            row = int((outside.any(dim=1) | inverted).nonzero()[0])
+            what = "outside [0, 1] (pixel coordinates? divide by the image width/height)" if bool(
+                outside[row].any()) else "inverted (x2 < x1 or y2 < y1)"
+            raise ValueError(f"roi_features: box {row} of image {image} is {what}: {b[row].tolist()}; "
+                             "boxes are normalised (x1, y1, x2, y2) in [0, 1] of the image")
+
+
 def roi_features(
     tokens: torch.Tensor,
     boxes: Union[Sequence[torch.Tensor], torch.Tensor],
     grid: Grid,
+    *,
+    check: bool = True,
 ) -> torch.Tensor:
     """L2-normalised region features [sum n_i, D], image-major.
 
     ``boxes`` holds, per image, an [n_i, 4] tensor of normalised (x1, y1, x2, y2) in [0, 1]
     (a [B, n, 4] tensor is read as B lists of n). Each box is scaled to the g x g token grid and
     RoI-aligned to g x g bins (``aligned=True``, adaptive sampling); the bins are averaged.
+    ``check`` validates the boxes first (:func:`check_boxes`).
     """
     fmap = token_map(tokens, grid)
+    if len(boxes) != fmap.shape[0]:
+        raise ValueError(f"{len(boxes)} box sets for {fmap.shape[0]} images")
+    if check:
+        check_boxes(boxes)
     gh, gw = fmap.shape[-2:]
     scale = torch.tensor([gw, gh, gw, gh], dtype=fmap.dtype, device=fmap.device)
     scaled = [b.to(device=fmap.device, dtype=fmap.dtype).reshape(-1, 4) * scale for b in boxes]
-    if len(scaled) != fmap.shape[0]:
-        raise ValueError(f"{len(scaled)} box sets for {fmap.shape[0]} images")
     pooled = roi_align(fmap, scaled, output_size=(gh, gw), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
     return F.normalize(pooled.mean(dim=(2, 3)), dim=-1)

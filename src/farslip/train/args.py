@@ -9,7 +9,10 @@ cluster job fails in seconds rather than after the first batch.
 from __future__ import annotations
 
 import argparse
+import math
 import os
+
+from farslip.cli import HelpFormatter
 
 LOSS_TYPES = ("global_itc", "distill", "local_itc")
 METHOD_LOSSES = {
@@ -19,6 +22,8 @@ METHOD_LOSSES = {
 }
 PRECISIONS = ("amp", "amp_bf16", "amp_bfloat16", "fp32")
 LAST_ATTN = ("segearth", "clearclip", "sclip", "maskclip", "vanilla")
+REPORTERS = ("tensorboard", "wandb")
+DEFAULT_MODEL = "ViT-B-16"
 _BOOL = argparse.BooleanOptionalAction
 
 
@@ -29,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train FarSLIP (stage 1: farslip1 on RS5M webdataset shards; stage 2: "
         "farslip2 on MGRS-200k json) or plain CLIP fine-tuning (vanilla). Same flags as the "
         "seed's `torchrun -m open_clip_train.main ...`.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     d = p.add_argument_group("data")
     d.add_argument("--train-data", default=None,
@@ -91,13 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="attention of the dense last block that yields patch tokens")
 
     mo = p.add_argument_group("model")
-    mo.add_argument("--model", default="ViT-B-16",
-                    help="open_clip architecture, a farslip tiny config or a named checkpoint")
+    mo.add_argument("--model", default=None,
+                    help="open_clip architecture, a farslip tiny config or a named checkpoint; "
+                    f"unset (%(default)s): the architecture a --pretrained checkpoint of this "
+                    f"trainer records, else {DEFAULT_MODEL}")
     mo.add_argument("--pretrained", default="openai",
                     help="'openai', another open_clip tag, a checkpoint path or name; "
                     "'none' = random init")
     mo.add_argument("--force-quick-gelu", action=_BOOL, default=None,
-                    help="QuickGELU activations (default: implied by OpenAI weights)")
+                    help="QuickGELU activations (default: implied by OpenAI weights, a released "
+                    "checkpoint, or what a --pretrained checkpoint of this trainer records)")
     mo.add_argument("--long-text", action=_BOOL, default=None,
                     help="Long-CLIP 248-token text, rows 0..19 of the positions frozen (default: "
                     "follow --pretrained: on for a 248-row checkpoint such as FarSLIP2)")
@@ -120,6 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--precision", default="amp", choices=PRECISIONS,
                    help="amp = fp16 autocast + GradScaler; amp_bf16 = bf16 autocast")
     o.add_argument("--seed", type=int, default=0, help="random seed (model init, data order)")
+    o.add_argument("--max-skipped-steps", type=int, default=50,
+                   help="--precision amp: stop when the GradScaler skips this many optimizer "
+                   "steps in a row (non-finite fp16 gradients at every loss scale); 0 = never")
+    o.add_argument("--check-grads-every", type=int, default=1,
+                   help="fp32/amp_bf16: check the gradient norm for NaN/inf every N steps, on the "
+                   "device, read at the log interval (one pass over the gradients; free with "
+                   "--grad-clip-norm, which computes it anyway: then every step); 0 = never")
 
     r = p.add_argument_group("distributed")
     r.add_argument("--local-loss", action=_BOOL, default=False,
@@ -146,11 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "stage2.sh pass 1000)")
     lg.add_argument("--keep-checkpoints", type=int, default=None,
                     help="keep the newest K step_*.pt files and delete older ones (epoch_N.pt "
-                    "files are never deleted); 0 = keep all; unset = 2 with --save-every-n-steps")
+                    "files are never deleted); 0 = keep all; default: 2 when --save-every-n-steps is on")
     lg.add_argument("--val-frequency", type=int, default=1, help="validate every N epochs")
     lg.add_argument("--log-every-n-steps", type=int, default=100, help="log every N steps")
-    lg.add_argument("--report-to", nargs="*", default=[], choices=("tensorboard", "wandb"),
-                    help="also log to TensorBoard and/or wandb (off unless asked)")
+    lg.add_argument("--report-to", nargs="+", default=[], metavar="{tensorboard,wandb,none}",
+                    help="also log to TensorBoard and/or wandb (off unless asked; 'none' = no "
+                    "reporter; open_clip's comma form 'wandb,tensorboard' works too)")
     lg.add_argument("--wandb-project-name", default="farslip", help="wandb project")
     return p
 
@@ -165,6 +181,26 @@ def infer_dataset_type(train_data: str) -> str | None:
         if lower.endswith("." + ext):
             return ext
     return None
+
+
+def _flag(dest: str) -> str:
+    return "EMA-momentum" if dest == "ema_momentum" else dest.replace("_", "-")
+
+
+def _report_to(a: argparse.Namespace) -> list[str]:
+    """Normalise ``--report-to`` in place (``none`` -> no reporter; commas split); problems."""
+    names = [n.strip() for value in a.report_to for n in value.split(",") if n.strip()]
+    unknown = [n for n in names if n not in (*REPORTERS, "none")]
+    if unknown:
+        return [f"--report-to: unknown reporter {', '.join(map(repr, unknown))} (choose from "
+                f"{', '.join(REPORTERS)}, or none)"]
+    if "none" in names and len(names) > 1:
+        return [f"--report-to none cannot be combined with other reporters (got "
+                f"{' '.join(a.report_to)})"]
+    if len(set(names)) != len(names):
+        return [f"--report-to repeats a reporter: {' '.join(a.report_to)}"]
+    a.report_to = [n for n in names if n != "none"]
+    return []
 
 
 def _checks(a: argparse.Namespace) -> list[str]:
@@ -202,15 +238,30 @@ def _checks(a: argparse.Namespace) -> list[str]:
                    "all of RS5M)")
     if mgrs and a.root_train_img_dir is None:
         bad.append("MGRS json data needs --root-train-img-dir (the global_imgs folder)")
+    for flag in ("lr", "wd", "w_g", "w_d", "w_l", "ema_momentum", "beta1", "beta2", "eps",
+                 "grad_clip_norm"):
+        value = getattr(a, flag)
+        if value is not None and not math.isfinite(value):
+            bad.append(f"--{_flag(flag)} must be a finite number (got {value})")
+    if a.train_num_samples is not None and a.train_num_samples < 1:
+        bad.append(f"--train-num-samples must be >= 1 (got {a.train_num_samples})")
+    for flag in ("beta1", "beta2"):
+        if math.isfinite(getattr(a, flag)) and not 0.0 <= getattr(a, flag) < 1.0:
+            bad.append(f"--{flag} must lie in [0, 1) (got {getattr(a, flag)})")
+    if a.eps < 0:
+        bad.append(f"--eps must be >= 0 (got {a.eps})")
+    if a.grad_clip_norm is not None and not a.grad_clip_norm > 0:
+        bad.append(f"--grad-clip-norm must be > 0 (got {a.grad_clip_norm})")
     if not 0.0 <= a.ema_momentum <= 1.0:
         bad.append(f"--EMA-momentum must lie in [0, 1] (got {a.ema_momentum})")
     for flag in ("w_g", "w_d", "w_l", "lr", "wd"):
         if getattr(a, flag) < 0:
-            bad.append(f"--{flag.replace('_', '-')} must be >= 0 (got {getattr(a, flag)})")
+            bad.append(f"--{_flag(flag)} must be >= 0 (got {getattr(a, flag)})")
     for flag in ("batch_size", "epochs", "max_boxes", "log_every_n_steps", "val_frequency"):
         if getattr(a, flag) < 1:
             bad.append(f"--{flag.replace('_', '-')} must be >= 1 (got {getattr(a, flag)})")
-    for flag in ("workers", "warmup", "save_frequency", "min_size", "save_every_n_steps"):
+    for flag in ("workers", "warmup", "save_frequency", "min_size", "max_skipped_steps",
+                 "check_grads_every", "save_every_n_steps"):
         if getattr(a, flag) < 0:
             bad.append(f"--{flag.replace('_', '-')} must be >= 0 (got {getattr(a, flag)})")
     if a.keep_checkpoints is not None:
@@ -225,16 +276,52 @@ def _checks(a: argparse.Namespace) -> list[str]:
         bad.append(f"--resume: no checkpoint file at {a.resume!r}")
     if a.val_data is not None and not os.path.isfile(a.val_data):
         bad.append(f"--val-data: no file at {a.val_data!r}")
+    bad.extend(_report_to(a))
     if a.local_loss and not a.gather_with_grad:
         bad.append("--local-loss without --gather-with-grad drops most of the contrastive "
                    "gradient; add --gather-with-grad")
     return bad
 
 
+def _resolve_model(a: argparse.Namespace) -> list[str]:
+    """Set ``--model`` when unset (the --pretrained record, else the default); problems.
+
+    A --pretrained checkpoint of this trainer records its architecture and QuickGELU
+    (``farslip.models.record``): an explicit --model or --force-quick-gelu that contradicts it
+    is rejected here, at start-up.
+    """
+    from farslip.models import factory
+    from farslip.models.record import check_settings, read_settings
+    from farslip.models.registry import get_spec
+
+    if a.model is not None and factory.is_checkpoint_name(a.model):
+        return [f"--model {a.model}: a checkpoint goes in --pretrained FILE (its architecture is "
+                "then read from it; --model can be left out)"]
+    settings = None
+    if a.pretrained is not None and os.path.isfile(a.pretrained):
+        try:
+            settings = read_settings(a.pretrained)
+        except Exception as err:  # a malformed record: name the file
+            return [f"--pretrained {a.pretrained}: {err}"]
+    if a.model is None:
+        a.model = settings["arch"] if settings else DEFAULT_MODEL
+        return []
+    if settings is None:
+        return []
+    spec = get_spec(a.model)
+    try:
+        check_settings(settings, a.pretrained, arch=spec.arch if spec else a.model, asked=a.model,
+                       force_quick_gelu=a.force_quick_gelu)
+    except ValueError as err:
+        return [f"--model {a.model} / --pretrained: {err}"]
+    return []
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """Parse and validate; exit with status 2 and every problem listed if they contradict.
 
-    Adds the derived fields the data pipeline and the step read: ``crops`` (random-crop or
+    ``--model`` unset becomes the architecture a --pretrained checkpoint records, else
+    ViT-B-16. Adds the derived fields the data pipeline and the step read: ``crops`` (random-crop or
     grid views are built), ``objects`` (MGRS object views and texts are built) and
     ``distill_views`` ("crops" or "objects": what distillation aligns).
     """
@@ -245,6 +332,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if a.train_dataset_type == "auto" and a.train_data is not None:
         a.train_dataset_type = infer_dataset_type(a.train_data) or "auto"
     problems = _checks(a)
+    problems += _resolve_model(a)
     if problems:
         parser.error("\n  " + "\n  ".join(problems))
     mgrs = a.train_dataset_type == "json"
@@ -254,6 +342,4 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     a.distill_views = "objects" if distill and a.local_method == "objects" else "crops"
     if a.keep_checkpoints is None:
         a.keep_checkpoints = 2
-    if a.pretrained.lower() == "none":
-        a.pretrained = None
-    return a
+    return a  # --pretrained none goes to create_model as is (random weights, also for a named checkpoint)

@@ -3,11 +3,14 @@
 A checkpoint holds ``epoch`` (epochs completed), ``step`` (optimizer steps taken), ``name``,
 ``state_dict`` (the model's own keys, no ``module.`` prefix, so it loads with
 ``farslip.load_checkpoint`` and in stock open_clip), ``optimizer``, ``scaler``,
-``state_dict_teacher``, ``skipped_total`` (bad samples skipped so far, all ranks), the RNG
-states (``rng``: rank 0's; ``rng_ranks``: every rank's) and, in a step checkpoint written inside
-an epoch, ``position`` (where the data stands, see :mod:`farslip.train.resume`). Every field is
-a tensor, number, string or plain container, so :func:`load` reads it with
-``torch.load(weights_only=True)``.
+``state_dict_teacher`` (the teacher's vision tower), ``skipped_total`` (bad samples skipped so
+far, all ranks), ``guard`` (the divergence guard's counters: GradScaler-skipped steps so far and
+each rank's current streak), the RNG states (``rng``: rank 0's; ``rng_ranks``: every rank's),
+``model_settings`` (what rebuilds the model: ``farslip.models.record``), ``train_args`` (the
+trainer's flags) and, in a step checkpoint written inside an epoch, ``position`` (where the data
+stands, see :mod:`farslip.train.resume`). Every field is a tensor, number, string or plain
+container, so :func:`load` reads it with ``torch.load(weights_only=True)``. A payload whose
+weights hold a NaN or inf is never written.
 
 ``step_<global step>.pt`` files come from ``--save-every-n-steps``; :func:`save_step` keeps the
 newest ``--keep-checkpoints`` of them. Numbered epoch files are never deleted. ``--resume
@@ -27,18 +30,52 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_write
+from .guard import nonfinite_keys
 
 log = logging.getLogger(__name__)
 LATEST = "epoch_latest.pt"
 STEP_FILE = re.compile(r"step_(\d+)\.pt")
+WEIGHT_KEYS = ("state_dict", "state_dict_teacher")  # checked for NaN/inf before every write
+
+
+class NonFiniteCheckpoint(ValueError):
+    """A checkpoint's weights hold NaN or inf: it is not written."""
+
+
+def check_finite(obj: Any) -> None:
+    """Raise :class:`NonFiniteCheckpoint` naming the keys if ``obj``'s weights are non-finite."""
+    if not isinstance(obj, dict):
+        return
+    bad = [f"{part}.{key}" for part in WEIGHT_KEYS if isinstance(obj.get(part), dict)
+           for key in nonfinite_keys(obj[part])]
+    if bad:
+        more = f" (+{len(bad) - 5} more)" if len(bad) > 5 else ""
+        raise NonFiniteCheckpoint(f"refusing to save non-finite weights: {', '.join(bad[:5])}{more}")
+
+
+def plain_args(args: Any) -> dict[str, Any]:
+    """The trainer's flags as plain data (str/int/float/bool/None and lists of them)."""
+    plain = (str, int, float, bool, type(None))
+    out = {}
+    for key, value in sorted(vars(args).items()):
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        if isinstance(value, (list, tuple)) and all(isinstance(v, plain) for v in value):
+            value = list(value)
+        if isinstance(value, plain) or isinstance(value, list):
+            out[key] = value
+    return out
 
 
 def save_atomic(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` through :func:`farslip.atomic.atomic_write` (temporary file, fsync, rename).
 
     A crash mid-write leaves the previous file intact instead of a truncated one; the file's mode
-    follows the umask, as ``torch.save(obj, path)`` would give.
+    follows the umask, as ``torch.save(obj, path)`` would give. A dict whose ``state_dict`` or
+    ``state_dict_teacher`` holds a NaN/inf is refused (:class:`NonFiniteCheckpoint`) before
+    anything is written.
     """
+    check_finite(obj)
     atomic_write(path, lambda handle: torch.save(obj, handle))
 
 

@@ -37,9 +37,11 @@ from farslip.models.longclip import FrozenRows, enable_long_text, is_long_text
 from farslip.models.text import encode_text
 
 from farslip.losses import global_itc_loss
+from farslip.models.record import SETTINGS_KEY, model_settings
 
 from . import checkpoint, resume
 from .args import parse_args
+from .guard import EXIT_DIVERGED, DivergenceGuard, TrainingDiverged, nonfinite_flag
 from .step import StudentFeatures, compute_losses, make_plan
 from .teacher import Teacher
 
@@ -176,6 +178,12 @@ class Trainer:
         self.resume_path: Optional[Path] = None
         self.resume_state: Optional[dict[str, Any]] = None  # data position of a mid-epoch checkpoint
         self.position: Optional[resume.DataPosition] = None  # where the next epoch begins
+        self.last_checkpoint: Optional[Path] = None  # the newest checkpoint known to be good
+        self.terms = [n for n in ("global_itc", "distill", "local_itc") if n in args.loss_type]
+        self.divergence = DivergenceGuard(
+            [*self.terms, "loss"], device, scaler=self.scaler is not None,
+            max_skipped=args.max_skipped_steps, grads_every=args.check_grads_every,
+            reduce=lambda t, op: all_reduce(t, args, op))
         self._resume()
         self.guard = FrozenRows(self.model) if is_long_text(self.model) else None
         student: nn.Module = StudentFeatures(self.model, self.plan)
@@ -217,6 +225,12 @@ class Trainer:
         checkpoint.set_rng_state(ranks[args.rank] if same_world else ckpt.get("rng"))
         self.start_epoch, self.step = int(ckpt["epoch"]), int(ckpt["step"])
         self.skipped_total = int(ckpt.get("skipped_total", 0))
+        guard = ckpt.get("guard") or {}
+        streaks = guard.get("streaks")
+        self.divergence.load_state_dict({
+            "skipped_total": int(guard.get("skipped_total", 0)),
+            "streak": int(streaks[args.rank]) if same_world and streaks else 0})
+        self.last_checkpoint = path
         self.resume_path, self.resume_state = path, ckpt.get("position")
         where = (f"after batch {self.resume_state['batches']} of epoch {self.start_epoch}"
                  if self.resume_state else f"at the start of epoch {self.start_epoch}")
@@ -252,17 +266,27 @@ class Trainer:
                                    rank=args.rank, world_size=args.world_size)
         self.optimizer.zero_grad(set_to_none=True)
         loss = terms["loss"]
+        step, lr = self.step + 1, self.optimizer.param_groups[0]["lr"]
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
             if args.grad_clip_norm is not None:
                 self.scaler.unscale_(self.optimizer)
                 nn.utils.clip_grad_norm_(self.model.parameters(), args.grad_clip_norm)
+            self.divergence.observe(step, terms, None, self.model.logit_scale, lr)
+            # a skipped step lowers the scale; compare on the device (get_scale() would sync)
+            scale = self.scaler._scale.clone()
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            self.divergence.observe_skip(step, self.scaler._scale < scale)
         else:
             loss.backward()
+            grad_norm = None
             if args.grad_clip_norm is not None:
-                nn.utils.clip_grad_norm_(self.model.parameters(), args.grad_clip_norm)
+                grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), args.grad_clip_norm)
+            elif self.divergence.grads_due(step):
+                grad_norm = nn.utils.get_total_norm(
+                    [p.grad for p in self.model.parameters() if p.grad is not None])
+            self.divergence.observe(step, terms, grad_norm, self.model.logit_scale, lr)
             self.optimizer.step()
         with torch.no_grad():
             if self.guard is not None:
@@ -319,14 +343,20 @@ class Trainer:
                 sums.zero_()
                 seen, t0 = 0, time.perf_counter()
             if save_now:
+                self.ensure_finite(epoch)  # every rank, before rank 0 writes
                 self.save_step(position, data)
                 t0 = time.perf_counter()
         if done < num_batches:
             log.warning("epoch %d: the data loader gave %d of %d batches", epoch, done, num_batches)
 
     def _log(self, epoch, done, total, names, sums, steps, elapsed, lr, tb, wandb) -> None:
+        """Log the interval's means; the divergence guard's slots ride on the same reduction
+        (one host sync per interval) and a verdict to stop is raised after the line is logged."""
         args = self.args
-        sums = all_reduce(sums, self.args).cpu()
+        packed = all_reduce(torch.cat([sums, self.divergence.slots()]), self.args).cpu()
+        sums, guard = packed[: len(sums)], packed[len(sums):]
+        amp_skipped, verdict = self.divergence.judge(
+            guard, world_size=args.world_size, epoch=epoch, last_checkpoint=self.last_checkpoint)
         skipped = int(sums[-1])
         self.skipped_total += skipped
         means = {n: float(sums[k]) / (steps * args.world_size) for k, n in enumerate(names)}
@@ -338,6 +368,9 @@ class Trainer:
             "skipped": skipped,
             "skipped_total": self.skipped_total,
         }
+        if self.scaler is not None:  # GradScaler-skipped optimizer steps (non-finite fp16 grads)
+            stats["amp_skipped_steps"] = amp_skipped
+            stats["amp_skipped_steps_total"] = self.divergence.skipped_total
         log.info("epoch %d [%d/%d] step %d | %s", epoch, done, total, self.step,
                  " | ".join(f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}"
                             for k, v in stats.items()))
@@ -346,6 +379,18 @@ class Trainer:
                 tb.add_scalar(f"train/{key}", value, self.step)
         if wandb is not None:
             wandb.log({f"train/{k}": v for k, v in stats.items()}, step=self.step)
+        if verdict is not None:
+            raise TrainingDiverged(verdict)
+
+    def ensure_finite(self, epoch: int) -> None:
+        """Before a checkpoint, on every rank: stop if the guard saw a non-finite loss term or
+        gradient, or the weights (student, teacher) hold NaN/inf. One reduction, one host sync."""
+        weights = nonfinite_flag([self.model, self.teacher.module]).to(self.device)
+        packed = all_reduce(self.divergence.slots(weights), self.args).cpu()
+        _, verdict = self.divergence.judge(packed, world_size=self.args.world_size, epoch=epoch,
+                                           last_checkpoint=self.last_checkpoint)
+        if verdict is not None:
+            raise TrainingDiverged(verdict)
 
     # ---------------------------------------------------------------- validation
     @torch.no_grad()
@@ -381,8 +426,15 @@ class Trainer:
         return result
 
     # ---------------------------------------------------------------- checkpoints
-    def _payload(self, epochs_done: int, rngs: list[dict[str, Any]],
+    def _rank_state(self, streams: Optional[list[list[int]]] = None) -> dict[str, Any]:
+        """What each rank contributes to a checkpoint (gathered to rank 0): its RNG states, the
+        GradScaler-skip streak it is in, and for a step checkpoint its stream positions."""
+        return {"rng": checkpoint.rng_state(), "streak": self.divergence.streak(),
+                "streams": streams}
+
+    def _payload(self, epochs_done: int, ranks: list[dict[str, Any]],
                  position: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+        """The checkpoint's contents; ``ranks`` = every rank's :meth:`_rank_state`, in rank order."""
         payload = {
             "epoch": epochs_done,
             "step": self.step,
@@ -392,8 +444,12 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "state_dict_teacher": self.teacher.state_dict(),
             "skipped_total": self.skipped_total,
-            "rng": rngs[0],
-            "rng_ranks": rngs,
+            "guard": {"skipped_total": self.divergence.skipped_total,
+                      "streaks": [rank["streak"] for rank in ranks]},
+            "rng": ranks[0]["rng"],
+            "rng_ranks": [rank["rng"] for rank in ranks],
+            SETTINGS_KEY: model_settings(self.model),
+            "train_args": checkpoint.plain_args(self.args),
         }
         if position is not None:
             payload["position"] = position
@@ -402,27 +458,41 @@ class Trainer:
     def save(self, epoch: int) -> None:
         """The end of ``epoch``: ``epoch_latest.pt`` (+ ``epoch_N.pt``). Call on every rank."""
         args = self.args
-        rngs = gather(checkpoint.rng_state(), args)
-        if not is_master(args):
-            return
         numbered = args.save_frequency > 0 and ((epoch + 1) % args.save_frequency == 0
                                                 or epoch + 1 == args.epochs)
-        checkpoint.save(self.run_dir / "checkpoints", self._payload(epoch + 1, rngs),
-                        numbered=numbered)
+        ranks = gather(self._rank_state(), args)
+        written = self.run_dir / "checkpoints" / (f"epoch_{epoch + 1}.pt" if numbered
+                                                  else checkpoint.LATEST)
+        if is_master(args):
+            self._write(lambda: checkpoint.save(self.run_dir / "checkpoints",
+                                                self._payload(epoch + 1, ranks), numbered=numbered),
+                        epoch)
+        self.last_checkpoint = written  # the file rank 0 wrote (the path is the same on every rank)
 
     def save_step(self, position: resume.DataPosition, data) -> None:
-        """``step_<step>.pt`` inside an epoch, with the data position. Call on every rank."""
+        """``step_<step>.pt`` inside an epoch, with the data position. Call on every rank, after
+        :meth:`ensure_finite`."""
         args = self.args
-        mine = (checkpoint.rng_state(), position.stream_list(data.stream_workers))
-        everyone = gather(mine, args)
-        if not is_master(args):
-            return
-        start = time.perf_counter()
-        state = resume.position_state(position, args, data, [streams for _, streams in everyone])
-        payload = self._payload(position.epoch, [rng for rng, _ in everyone], state)
-        path = checkpoint.save_step(self.run_dir / "checkpoints", payload, args.keep_checkpoints)
-        log.info("step checkpoint %s: %.1f MB in %.2f s", path.name, path.stat().st_size / 1e6,
-                 time.perf_counter() - start)
+        ranks = gather(self._rank_state(position.stream_list(data.stream_workers)), args)
+        written = self.run_dir / "checkpoints" / f"step_{self.step}.pt"
+        if is_master(args):
+            start = time.perf_counter()
+            state = resume.position_state(position, args, data, [r["streams"] for r in ranks])
+            payload = self._payload(position.epoch, ranks, state)
+            path = self._write(lambda: checkpoint.save_step(self.run_dir / "checkpoints", payload,
+                                                            args.keep_checkpoints), position.epoch)
+            log.info("step checkpoint %s: %.1f MB in %.2f s", path.name, path.stat().st_size / 1e6,
+                     time.perf_counter() - start)
+        self.last_checkpoint = written
+
+    def _write(self, save, epoch: int):
+        """Run ``save`` (rank 0); a payload with non-finite weights becomes the guard's message."""
+        try:
+            return save()
+        except checkpoint.NonFiniteCheckpoint as err:  # the last line of defence
+            where = self.last_checkpoint or "none written yet"
+            raise TrainingDiverged(f"{err} (epoch {epoch}, step {self.step}); last good "
+                                   f"checkpoint: {where}") from None
 
 
 def prepare_run_dir(args: argparse.Namespace) -> Path:
@@ -468,6 +538,7 @@ def run(args: argparse.Namespace) -> int:
              data.num_samples, data.num_batches, args.epochs, total_steps)
     for epoch in range(trainer.start_epoch, args.epochs):
         trainer.train_epoch(data, epoch, scheduler, tb, wandb)
+        trainer.ensure_finite(epoch)  # every rank, before rank 0 writes a checkpoint
         trainer.save(epoch)  # every rank (their RNG states are gathered); rank 0 writes
         if val is not None and ((epoch + 1) % args.val_frequency == 0 or epoch + 1 == args.epochs):
             result = trainer.validate(val, epoch)
@@ -478,7 +549,9 @@ def run(args: argparse.Namespace) -> int:
                 wandb.log({f"val/{k}": v for k, v in result.items()}, step=trainer.step)
         if args.distributed:
             dist.barrier()
-    log.info("done: %d steps, %d bad samples skipped", trainer.step, trainer.skipped_total)
+    log.info("done: %d steps, %d bad samples skipped%s", trainer.step, trainer.skipped_total,
+             f", {trainer.divergence.skipped_total} optimizer steps skipped by the GradScaler"
+             if trainer.scaler is not None else "")
     if tb is not None:
         tb.close()
     if wandb is not None:
@@ -493,6 +566,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     init_distributed_device(args)
     try:
         return run(args)
+    except TrainingDiverged as err:  # one message, no traceback; every rank stops here together
+        if is_master(args):
+            log.error("farslip train: %s", err)
+        return EXIT_DIVERGED
     finally:
         if args.distributed and dist.is_initialized():
             dist.destroy_process_group()

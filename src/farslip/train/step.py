@@ -199,7 +199,7 @@ def compute_losses(plan: Plan, feats: Mapping[str, torch.Tensor], batch: Batch, 
         terms["global_itc"] = clip_loss(feats["image"], feats["text"], scale)
     if plan.distill:
         src = feats if plan.student_distill else targets
-        regions = farslip.roi_features(feats["tokens"], _boxes(batch, plan.distill_views), grid)
+        regions = farslip.roi_features(feats["tokens"], _boxes(batch, plan.distill_views), grid, check=False)
         parts = []
         if "tokens" in plan.distill_need:
             parts.append(losses.distill_loss(regions, src["distill_pooled"]))
@@ -212,7 +212,7 @@ def compute_losses(plan: Plan, feats: Mapping[str, torch.Tensor], batch: Batch, 
         slots = batch["obj_valid"].clone()
         slots[batch["obj_valid"]] = keep
         if plan.local_align == "roi":
-            regions = farslip.roi_features(feats["tokens"], _boxes(batch, "obj", slots), grid)
+            regions = farslip.roi_features(feats["tokens"], _boxes(batch, "obj", slots), grid, check=False)
         else:
             regions = feats["region"]
         loss, rows = losses.region_itc_loss(
