@@ -1,6 +1,9 @@
 """Training checkpoints: atomic replacement, ``--resume`` resolution, safe loading."""
 from __future__ import annotations
 
+import os
+import stat
+
 import pytest
 import torch
 
@@ -71,11 +74,17 @@ def test_unreadable_latest_is_named(tmp_path):
 
 
 def test_step_checkpoints_rotate_and_epoch_files_stay(tmp_path):
-    checkpoint.save(tmp_path, _ckpt(3, epoch=1), numbered=True)
-    for step in range(1, 6):
-        checkpoint.save_step(tmp_path, _ckpt(step), keep=2)
+    old = os.umask(0o022)
+    try:
+        checkpoint.save(tmp_path, _ckpt(3, epoch=1), numbered=True)
+        for step in range(1, 6):
+            checkpoint.save_step(tmp_path, _ckpt(step), keep=2)
+    finally:
+        os.umask(old)
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["epoch_1.pt", "epoch_latest.pt", "step_4.pt", "step_5.pt"]
+    # the mode torch.save(obj, path) gives under umask 022, for step and epoch files alike
+    assert {stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()} == {0o644}
     assert checkpoint.load(tmp_path / "step_5.pt")["step"] == 5
     for step in range(6, 9):
         checkpoint.save_step(tmp_path, _ckpt(step), keep=0)  # 0 keeps all

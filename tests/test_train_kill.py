@@ -83,11 +83,17 @@ def step_lines(log: str) -> dict[int, str]:
     return lines
 
 
-def assert_same_run(full: Path, cut: Path, steps: int) -> None:
+def assert_same_run(full: Path, cut: Path, steps: int, teacher: bool = False) -> None:
+    """``teacher``: the run has an EMA/frozen teacher, whose vision tower must match too."""
     a = torch.load(full / "checkpoints" / "epoch_latest.pt", map_location="cpu", weights_only=True)
     b = torch.load(cut / "checkpoints" / "epoch_latest.pt", map_location="cpu", weights_only=True)
     assert a["step"] == b["step"] == steps
     assert a["skipped_total"] == b["skipped_total"]
+    assert a["model_settings"] == b["model_settings"]
+    if teacher:  # the vision tower only (issue 9): no text tower in the teacher's state
+        assert a["state_dict_teacher"] is not None and "conv1.weight" in a["state_dict_teacher"]
+        assert not any(k.startswith(("visual.", "token_embedding", "ln_final", "text_projection",
+                                     "logit_scale")) for k in a["state_dict_teacher"])
     for part in ("state_dict", "state_dict_teacher"):
         if a[part] is None:  # the active teacher has no state
             assert b[part] is None
@@ -144,16 +150,17 @@ def test_rs5m_killed_mid_step_and_mid_write_resumes_bit_identical(tmp_path):
     assert sorted(p.name for p in ckpts.glob("*.pt")) == ["epoch_1.pt", "epoch_2.pt",
                                                          "epoch_latest.pt", "step_10.pt",
                                                          "step_8.pt"]  # rotated: newest 2 kept
-    assert_same_run(logs / "full", logs / "cut", steps=12)
+    assert_same_run(logs / "full", logs / "cut", steps=12, teacher=True)
 
 
 def test_mgrs_killed_while_writing_a_step_checkpoint_resumes_bit_identical(tmp_path):
+    """Stage 2's method (farslip2: global ITC, distillation, region ITC) with an EMA teacher."""
     js, imgs = write_mgrs(tmp_path / "mgrs", items=9, broken=True)
     logs = tmp_path / "logs"
     # 9 items / batch 2 = 4 steps per epoch; one epoch; step checkpoints at 1, 2, 3
     flags = TINY + ["--train-data", js, "--root-train-img-dir", imgs, "--method", "farslip2",
-                    "--batch-size", "2", "--workers", "0", "--epochs", "1",
-                    "--save-every-n-steps", "1", "--logs", str(logs)]
+                    "--distill-type", "ema", "--batch-size", "2", "--workers", "0",
+                    "--epochs", "1", "--save-every-n-steps", "1", "--logs", str(logs)]
     train(flags + ["--name", "full"])
     cut = flags + ["--name", "cut", "--resume", "latest"]
     ckpts = logs / "cut" / "checkpoints"
@@ -163,7 +170,7 @@ def test_mgrs_killed_while_writing_a_step_checkpoint_resumes_bit_identical(tmp_p
     out = train(cut).stdout
     assert resumed_from(out) == str(ckpts / "step_1.pt") and "after batch 1 of epoch 0" in out
     assert not stale_temps(ckpts)
-    assert_same_run(logs / "full", logs / "cut", steps=4)
+    assert_same_run(logs / "full", logs / "cut", steps=4, teacher=True)
 
 
 @pytest.mark.slow
