@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmarks: `python scripts/bench.py train|eval|data|model|resume|all [options]`.
+"""Benchmarks: `python scripts/bench.py train|eval|data|all [options]`.
 
 Each part is a module of the library with its own ``main(argv)``; numbers are printed as a
 Markdown table and written as JSON (see docs/PERFORMANCE.md for the recorded runs).
@@ -14,7 +14,6 @@ PARTS = {
     "eval": "farslip.eval.bench",
     "data": "farslip.data.bench",
     "model": "farslip.models.bench",
-    "resume": "farslip.train.bench_resume",
 }
 
 

@@ -67,6 +67,17 @@ def test_latest_is_the_newest_by_recorded_step(tmp_path):
     assert [s for s, _ in checkpoint.step_files(tmp_path)] == [2, 4, 8]
 
 
+def test_latest_takes_a_numbered_epoch_file_newer_than_epoch_latest(tmp_path):
+    """A kill between writing epoch_2.pt and epoch_latest.pt: the numbered file is the newest."""
+    checkpoint.save(tmp_path, _ckpt(6, epoch=1), numbered=True)
+    checkpoint.save_step(tmp_path, _ckpt(10, epoch=1), keep=0)
+    checkpoint.save_atomic(_ckpt(12, epoch=2), tmp_path / "epoch_2.pt")
+    (tmp_path / "epoch_3.pt.bak").write_bytes(b"not ours")
+    assert checkpoint.resolve("latest", tmp_path) == tmp_path / "epoch_2.pt"
+    checkpoint.save(tmp_path, _ckpt(12, epoch=2), numbered=False)  # equal steps: epoch_latest.pt
+    assert checkpoint.resolve("latest", tmp_path) == tmp_path / "epoch_latest.pt"
+
+
 def test_unreadable_latest_is_named(tmp_path):
     (tmp_path / "epoch_latest.pt").write_bytes(b"x")
     with pytest.raises(ValueError, match="epoch_latest.pt"):

@@ -204,11 +204,13 @@ def test_contradictory_flags_fail_at_start_up(flags, message, capsys):
 def test_help_shows_defaults_and_off_switches(capsys):
     with pytest.raises(SystemExit):
         train_main.main(["--help"])
-    text = capsys.readouterr().out
+    text = " ".join(capsys.readouterr().out.split())  # undo the help's line wrapping
     for needle in ("--no-mpcl-loss", "--no-use-imagecrop-aug", "--no-force-quick-gelu",
                    "--no-long-text", "--EMA-momentum", "(default: openai)", "(default: 0.1)",
-                   "(default: segearth)", "(default: roi2pooled)", "--save-every-n-steps",
-                   "--keep-checkpoints", "0 = off, as in the published recipe"):
+                   "(default: segearth)", "(default: roi2pooled)",
+                   "0 = off, as the published recipe", "see docs/TRAINING.md) (default: 0)",
+                   "0 = keep all; default: 2 when --save-every-n-steps is on",
+                   "0 = never (default: 50)"):
         assert needle in text, needle
 
 

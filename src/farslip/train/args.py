@@ -157,8 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("--save-every-n-steps", type=int, default=0,
                     help="also write checkpoints/step_<global step>.pt every N optimizer steps "
                     "inside an epoch, with the data position, so --resume latest continues at the "
-                    "next batch; 0 = off, as in the published recipe (scripts/stage1.sh and "
-                    "stage2.sh pass 1000)")
+                    "next batch; 0 = off, as the published recipe (scripts/stage1.sh and "
+                    "stage2.sh pass 1000; see docs/TRAINING.md)")
     lg.add_argument("--keep-checkpoints", type=int, default=None,
                     help="keep the newest K step_*.pt files and delete older ones (epoch_N.pt "
                     "files are never deleted); 0 = keep all; default: 2 when --save-every-n-steps is on")

@@ -1,12 +1,12 @@
-"""`python scripts/bench.py resume`: what step checkpoints and a mid-epoch resume cost.
+"""`python scripts/bench.py train resume`: what step checkpoints and a mid-epoch resume cost.
 
 Two measurements (docs/TRAINING.md, "Running a multi-day job"):
 
 * ``checkpoint``: for each model, a :class:`~farslip.train.main.Trainer` with the recipe's
   settings (farslip1, active teacher unless ``--distill-type`` says otherwise, random init) whose
   AdamW state exists (one optimizer step on zero gradients), written the way the trainer writes a
-  step checkpoint (``checkpoint.save_step``: model, optimizer, scaler, teacher, RNG states, data
-  position; temporary file, fsync, rename): seconds to write, file size, seconds to load it back
+  step checkpoint (``checkpoint.save_step``: model, optimizer, scaler, teacher, RNG states,
+  guard counters, model record and flags, data position; temporary file, fsync, rename): seconds to write, file size, seconds to load it back
   with ``weights_only=True`` (what a resume reads). Median of ``--repeats`` writes.
 * ``skip``: RS5M-format shards with realistic JPEGs (``--jpeg-px`` squared, noisy, about
   100-200 KB each; written to a temporary folder) read by one worker of the training stream
@@ -62,7 +62,7 @@ def bench_checkpoint(model: str, distill_type: str, repeats: int, folder: Path) 
     trainer = trainer_for(model, distill_type, folder)
     position = {"epoch": 0, "batches": 1000, "kind": "stream", "world_size": 1, "batch_size": 10,
                 "num_batches": 507019, "seed": 0, "workers": 4, "streams": [[[2500, 250]] * 4]}
-    payload = trainer._payload(0, [checkpoint.rng_state()], position)
+    payload = trainer._payload(0, [trainer._rank_state()], position)
     writes, loads, size = [], [], 0
     for r in range(repeats):
         trainer.step = 1000 * (r + 1)
@@ -175,7 +175,7 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="bench.py resume", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="bench.py train resume", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--parts", nargs="+", default=["checkpoint", "skip"], choices=("checkpoint", "skip"))
     p.add_argument("--models", default="ViT-B-32,ViT-B-16")

@@ -35,6 +35,7 @@ from .guard import nonfinite_keys
 log = logging.getLogger(__name__)
 LATEST = "epoch_latest.pt"
 STEP_FILE = re.compile(r"step_(\d+)\.pt")
+EPOCH_FILE = re.compile(r"epoch_(\d+)\.pt")
 WEIGHT_KEYS = ("state_dict", "state_dict_teacher")  # checked for NaN/inf before every write
 
 
@@ -159,13 +160,19 @@ def recorded_step(path: str | os.PathLike) -> int:
 
 
 def newest(folder: str | os.PathLike) -> Optional[Path]:
-    """The newest checkpoint in ``folder`` by the step it records: ``epoch_latest.pt`` or a
-    ``step_N.pt`` (at equal steps the epoch file, which starts the next epoch); None if none."""
+    """The newest checkpoint in ``folder`` by the step it records, or None if there is none.
+
+    Candidates: ``step_N.pt`` (step N, from the name), ``epoch_latest.pt`` and ``epoch_N.pt``
+    (their recorded step, read memory-mapped: a run killed between writing ``epoch_N.pt`` and
+    ``epoch_latest.pt`` leaves the newer state in the numbered file). At equal steps an epoch
+    file wins (it starts the next epoch), ``epoch_latest.pt`` first. Temporary files of a killed
+    write match none of these names.
+    """
     folder = Path(folder)
     candidates = [(step, 0, path) for step, path in step_files(folder)]
-    latest = folder / LATEST
-    if latest.is_file():
-        candidates.append((recorded_step(latest), 1, latest))
+    for path in folder.glob("epoch_*.pt") if folder.is_dir() else ():
+        if path.is_file() and (path.name == LATEST or EPOCH_FILE.fullmatch(path.name)):
+            candidates.append((recorded_step(path), 2 if path.name == LATEST else 1, path))
     return max(candidates)[2] if candidates else None
 
 
