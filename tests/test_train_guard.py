@@ -270,9 +270,9 @@ def test_amp_skip_count_and_streak_survive_a_mid_epoch_resume(tmp_path, monkeypa
     cut after the step checkpoint at step 4 (two skips in a row so far) and resumed stops like the
     uninterrupted one: the streak reaches 3 at step 5, across the resume, and the skip totals
     logged are the uninterrupted run's (the scaler's own first-step skip included)."""
-    js, imgs = write_mgrs(tmp_path / "mgrs", items=12)  # 6 steps per epoch
+    js, imgs = write_mgrs(tmp_path / "mgrs", items=10)  # 5 steps per epoch
     flags = ["--precision", "amp", "--max-skipped-steps", "3", "--save-every-n-steps", "4",
-             "--log-every-n-steps", "6", "--distill-type", "ema"]
+             "--log-every-n-steps", "5"]
     calls = poison(monkeypatch, at=3, until=5, kind="grad")
     assert train_main.main(stage2_flags(tmp_path, js, imgs, "full", *flags)) == EXIT_DIVERGED
 
@@ -303,6 +303,6 @@ def test_amp_skip_count_and_streak_survive_a_mid_epoch_resume(tmp_path, monkeypa
 
     (full_steps, full_stop), (cut_steps, cut_stop) = lines("full"), lines("cut")
     assert "amp_skipped_steps_total" in full_steps[-1] and full_steps[-1] == cut_steps[-1]
-    assert full_steps[-1].startswith("epoch 0 [6/6] step 6 ")
+    assert full_steps[-1].startswith("epoch 0 [5/5] step 5 ")
     assert len(full_stop) == 1 and "in a row (reached at step 5)" in full_stop[0]
     assert cut_stop == [full_stop[0].replace("/full/", "/cut/")]
