@@ -12,8 +12,8 @@ The layers of ``src/farslip``, bottom to top (README, "Layout"):
    reports) and ``farslip.train``;
 6. **tools** (not library code; nothing below imports them): the synthetic world
    ``farslip.synth``, the apps, the demo, the evaluation's command line (``farslip.eval.cli``,
-   ``farslip.eval.seed``, ``python -m farslip.eval``), the ``__main__`` shims and every ``bench``
-   module.
+   ``farslip.eval.seed``, ``python -m farslip.eval``), the ``__main__`` shims and every benchmark
+   module (``bench``, ``bench_*``).
 
 Layers 1-5 are the core. A module may import its own layer and the layers below; in particular
 the model layer never imports the data layer, and the core never imports a tool.
@@ -31,7 +31,8 @@ import textwrap
 from tests._imports import PACKAGE, ROOT, cycles, describe, import_graph, module_files
 
 # (layer, module prefixes); a module belongs to the layer of its longest matching prefix (``farslip``
-# itself matches only the package's __init__), except that every module named ``bench`` is a tool.
+# itself matches only the package's __init__), except that every benchmark module (``bench``,
+# ``bench_*``) is a tool.
 LAYERS = [
     ("base", ["farslip.version", "farslip.atomic", "farslip.transforms", "farslip.losses"]),
     ("models", ["farslip", "farslip.models"]),
@@ -45,7 +46,8 @@ TOOLS = len(LAYERS) - 1
 
 
 def layer_of(module: str) -> int:
-    if module.rsplit(".", 1)[-1] == "bench":
+    last = module.rsplit(".", 1)[-1]
+    if last == "bench" or last.startswith("bench_"):
         return TOOLS
     best, rank = -1, None
     for index, (_, prefixes) in enumerate(LAYERS):
@@ -114,7 +116,7 @@ def test_every_module_is_in_a_layer():
             unplaced.append(str(err))
     assert not unplaced, "\n".join(unplaced)
     assert layer_of("farslip.models.factory") < layer_of("farslip.data.rs5m") < layer_of("farslip.eval.metrics")
-    assert layer_of("farslip.eval.bench") == layer_of("farslip.synth.world") == TOOLS
+    assert layer_of("farslip.eval.bench") == layer_of("farslip.synth.world") == layer_of("farslip.train.bench_x") == TOOLS
 
 
 def test_no_import_cycles():
