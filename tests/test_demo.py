@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from farslip.data.synthetic import write_world
+from farslip.synth import write_world
 from farslip.demo import HEADERS, PRESETS, chance_levels, main
 from farslip.eval.datasets import load_label_map, read_class_synonyms, segmentation_pairs
 from farslip.eval.metrics import IoUAccumulator, deduplicate_pairs, retrieval_recall

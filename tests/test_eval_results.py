@@ -13,7 +13,7 @@ import torch
 
 import farslip
 from farslip.cli import main as farslip_main
-from farslip.data.synthetic import write_world
+from farslip.synth import write_world
 from farslip.eval.metrics import retrieval_recall, topk_accuracy
 from farslip.eval.registry import DISPLAY_NAMES, SEGMENTATION
 from farslip.eval.report import palette, panel

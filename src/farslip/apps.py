@@ -29,10 +29,9 @@ from PIL import Image, ImageDraw, ImageFont, TiffImagePlugin
 import farslip
 
 from .atomic import atomic_write
-from .cli import HelpFormatter
-from .data.transforms import eval_transform
+from .cli import CommandParser, add_model_args, model_from_args, report_error, user_errors
+from .transforms import eval_transform
 from .eval.classification import PROMPTS
-from .eval.cli import USER_ERRORS, add_model_args, model_from_args
 from .eval.datasets import IMAGE_EXTENSIONS
 from .eval.encode import Runtime, text_classifier
 from .eval.report import palette
@@ -119,9 +118,8 @@ def classify(model, tokenizer, images: Sequence[Image.Image], labels: Sequence[s
 
 
 def build_classify_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="farslip classify", description="Zero-shot classification of images "
-                                     "against your labels (prompts: " + " | ".join(PROMPTS) + ").",
-                                     formatter_class=HelpFormatter)
+    parser = CommandParser(prog="farslip classify", description="Zero-shot classification of images "
+                           "against your labels (prompts: " + " | ".join(PROMPTS) + ").")
     parser.add_argument("images", nargs="+", help="image files, or folders (every image in them, sorted by name)")
     parser.add_argument("--labels", required=True, help='comma-separated labels ("airport,farmland,...") or a file, '
                         "one label a line")
@@ -157,9 +155,8 @@ def main_classify(argv: Optional[list[str]] = None) -> int:
                     print(f"  {100 * value:6.2f}%  {labels[index]}", file=table)
                 records.append({"image": str(path), "prediction": labels[int(row.argmax())],
                                 "probabilities": dict(zip(labels, row.tolist()))})
-    except USER_ERRORS as err:
-        print(f"farslip classify: error: {err}", file=sys.stderr)
-        return 2
+    except user_errors() as err:
+        return report_error("farslip classify", err)
     if args.json:
         _json_out(args.json, records)
     return 0
@@ -233,10 +230,9 @@ def write_class_key(path: Path, classes: Sequence[Sequence[str]]) -> Path:
 
 
 def build_segment_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="farslip segment", description="Open-vocabulary segmentation of images "
-                                     "(sliding windows, dense tokens, 80 ImageNet templates per class name), each "
-                                     "written as a colour overlay with a legend; per-image class coverage with --json.",
-                                     formatter_class=HelpFormatter)
+    parser = CommandParser(prog="farslip segment", description="Open-vocabulary segmentation of images "
+                           "(sliding windows, dense tokens, 80 ImageNet templates per class name), each "
+                           "written as a colour overlay with a legend; per-image class coverage with --json.")
     parser.add_argument("images", nargs="+", help="image files, or folders (every image in them, sorted by name)")
     parser.add_argument("--classes", required=True, help='a class file (one class a line, synonyms comma-separated) '
                         'or an inline list: classes separated by ";", synonyms by ","')
@@ -321,9 +317,8 @@ def main_segment(argv: Optional[list[str]] = None) -> int:
             for names, n in sorted(zip(classes, counts), key=lambda item: -item[1]):
                 print(f"  {100 * n / labels.size:6.2f}%  {names[0]}", file=table)
             print(f"overlay: {overlays[index]}", file=table)
-    except USER_ERRORS as err:
-        print(f"farslip segment: error: {err}", file=sys.stderr)
-        return 2
+    except user_errors() as err:
+        return report_error("farslip segment", err)
     if args.json:
         _json_out(args.json, records)
     return 0

@@ -35,7 +35,9 @@ from PIL import Image, ImageDraw
 
 import farslip
 
-from .data.synthetic import Scale, write_world
+from .atomic import atomic_write
+from .cli import CommandParser
+from .synth import Scale, write_world
 from .eval import evaluate_classification, evaluate_retrieval, evaluate_segmentation, write_report
 from .eval.datasets import load_label_map, read_classnames, read_class_synonyms, segmentation_pairs
 from .eval.metrics import deduplicate_pairs
@@ -134,8 +136,8 @@ def train_stages(cfg: DemoConfig, out: Path, world: dict) -> dict[str, Path]:
     """Stage 1 from ``untrained.pt``, stage 2 from stage 1's last checkpoint; returns the checkpoints."""
     torch.manual_seed(cfg.seed)
     untrained = out / "checkpoints" / "untrained.pt"
-    untrained.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(farslip.create_model(cfg.model).state_dict(), untrained)
+    state = farslip.create_model(cfg.model).state_dict()
+    atomic_write(untrained, lambda handle: torch.save(state, handle))
     common = ["--model", cfg.model, "--batch-size", str(cfg.batch_size), "--wd", str(cfg.wd),
               "--warmup", str(cfg.warmup), "--workers", "1", "--seed", str(cfg.seed), "--precision", "fp32",
               "--log-every-n-steps", "10", *cfg.extra_train_flags]
@@ -204,7 +206,7 @@ def plot_table(scores: dict[str, dict[str, float]], chance: dict[str, float], pa
         ax.legend(loc="upper left", fontsize=8)
     fig.suptitle("FarSLIP demo on the synthetic world: what each stage buys")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=110))
     plt.close(fig)
 
 
@@ -259,7 +261,7 @@ def overlays(models: dict[str, torch.nn.Module], world: dict, path: Path, count:
     full.paste(header, (0, 0))
     full.paste(canvas, (0, 16))
     full.paste(legend, (0, 16 + canvas.height))
-    full.save(path)
+    atomic_write(path, lambda handle: full.save(handle, format="PNG"))
 
 
 def run_demo(out: Path, cfg: DemoConfig) -> dict:
@@ -280,7 +282,7 @@ def run_demo(out: Path, cfg: DemoConfig) -> dict:
     log.info("4/4 writing the table, the plot and the overlays")
     chance = chance_levels(world)
     table = summary_table(scores, chance)
-    (out / "summary.md").write_text(table + "\n")
+    atomic_write(out / "summary.md", table + "\n")
     plot_table(scores, chance, out / "summary.png")
     overlays(models, world, out / "segmentation_overlays.png")
     margins = {row: {task: scores[row][task] - max(scores["untrained"][task], chance[task]) for task in HEADERS}
@@ -289,13 +291,13 @@ def run_demo(out: Path, cfg: DemoConfig) -> dict:
                "margins_over_untrained_and_chance": margins, "checkpoints": {k: str(v) for k, v in checkpoints.items()},
                "results": {row: str(out / "eval" / row.replace(" ", "") / "results.json") for row in checkpoints},
                "seconds": round(time.perf_counter() - started, 1)}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    atomic_write(out / "summary.json", json.dumps(summary, indent=2))
     return summary
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="farslip demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandParser(prog="farslip demo", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     parser.add_argument("--preset", default="full", choices=sorted(PRESETS),
                         help="full: what make demo runs; reduced: the slow test's smaller run (default: full)")

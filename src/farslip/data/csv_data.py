@@ -1,4 +1,5 @@
-"""Image-text CSV files (``filepath,title``): SkyScript-style validation sets and ``--train-dataset-type csv``.
+"""Image CSV files: image-text pairs (``filepath,title``: SkyScript-style validation and retrieval
+sets, ``--train-dataset-type csv``) and labelled images (``filepath,label``: classification sets).
 
 The separator is a comma unless the header line holds a tab (open_clip's CSV default). Image
 paths are relative to an image root (``--root-val-img-dir`` / ``--root-train-img-dir``), or to
@@ -7,6 +8,7 @@ the CSV's own folder when no root is given.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Optional
 
 import pandas as pd
@@ -15,28 +17,52 @@ from .image_files import FileItem
 
 IMAGE_COLUMN = "filepath"
 CAPTION_COLUMN = "title"
+LABEL_COLUMN = "label"  # classification CSVs: each image's class, as a name or an index
+
+
+@dataclass(frozen=True)
+class LabelledImage:
+    """One row of a classification CSV: an image path and its class label (a name or an index)."""
+
+    path: str
+    label: str
 
 
 def read_pairs(
     csv_path: str, image_column: str = IMAGE_COLUMN, caption_column: str = CAPTION_COLUMN
 ) -> list[FileItem]:
     """The (image path, caption) rows of ``csv_path``; rows with an empty path or caption are dropped."""
+    return [FileItem(path, caption) for path, caption in read_rows(csv_path, image_column, caption_column)]
+
+
+def read_labels(
+    csv_path: str, image_column: str = IMAGE_COLUMN, label_column: str = LABEL_COLUMN
+) -> list[LabelledImage]:
+    """The (image path, class label) rows of a classification CSV; rows with an empty path or label are dropped."""
+    return [LabelledImage(path, label) for path, label in read_rows(csv_path, image_column, label_column)]
+
+
+def read_rows(csv_path: str, image_column: str, text_column: str) -> list[tuple[str, str]]:
+    """``(image path, text)`` of every row of ``csv_path`` with both columns non-empty, in file order.
+
+    A ValueError names the file when it is unreadable or empty, lacks a column, or has no usable row.
+    """
     try:
         with open(csv_path, encoding="utf-8") as f:
             header = f.readline()
         if not header.strip():
             raise ValueError(f"{csv_path} is empty: expected a header line with columns {image_column!r} and "
-                             f"{caption_column!r}, then one row per image")
+                             f"{text_column!r}, then one row per image")
         table = pd.read_csv(csv_path, sep="\t" if "\t" in header else ",", dtype=str, keep_default_na=False)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise ValueError(f"cannot read CSV {csv_path}: {exc}") from exc
-    missing = [c for c in (image_column, caption_column) if c not in table.columns]
+    missing = [c for c in (image_column, text_column) if c not in table.columns]
     if missing:
         raise ValueError(f"{csv_path}: missing column(s) {missing}; found {list(table.columns)}")
-    rows = table[(table[image_column].str.strip() != "") & (table[caption_column].str.strip() != "")]
+    rows = table[(table[image_column].str.strip() != "") & (table[text_column].str.strip() != "")]
     if rows.empty:
-        raise ValueError(f"{csv_path}: no rows with both {image_column!r} and {caption_column!r}")
-    return [FileItem(path, caption) for path, caption in zip(rows[image_column], rows[caption_column])]
+        raise ValueError(f"{csv_path}: no rows with both {image_column!r} and {text_column!r}")
+    return list(zip(rows[image_column], rows[text_column]))
 
 
 def image_root(csv_path: str, root: Optional[str]) -> str:

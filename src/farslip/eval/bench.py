@@ -21,9 +21,10 @@ import torch
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
 import farslip
-from farslip.data.csv_data import read_pairs
-from farslip.data.synthetic import write_world
-from farslip.data.transforms import eval_transform
+from farslip.atomic import atomic_write
+from farslip.data.csv_data import read_labels, read_pairs
+from farslip.synth import write_world
+from farslip.transforms import eval_transform
 
 from .classification import PROMPTS
 from .datasets import read_class_synonyms, read_classnames, segmentation_pairs
@@ -58,7 +59,8 @@ def measure(model, tokenizer, world: Path, task: str, run: Runtime, geometry: st
     else:
         spec = CLASSIFICATION["aid"] if task == "classification" else RETRIEVAL["RSICD"]
         root = world / "benchmarks"
-        items = read_pairs(str(root / spec.csv), caption_column="label" if task == "classification" else spec.caption_key)
+        items = read_labels(str(root / spec.csv)) if task == "classification" \
+            else read_pairs(str(root / spec.csv), caption_column=spec.caption_key)
         paths = sorted({root / item.path for item in items})
         if task == "classification":
             names = read_classnames(root / spec.classnames)
@@ -112,5 +114,5 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {r['model']} | {r['task']} | {r['texts']} | {r['text_seconds']:.2f} | {r['images']} | "
               f"{r['image_seconds']:.2f} | {r['images_per_s']:.1f} |")
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+        atomic_write(args.json, json.dumps(rows, indent=2) + "\n")
     return 0

@@ -22,11 +22,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
 
-import torch
-
 import farslip
-from farslip.cli import HelpFormatter
-from farslip.models.factory import is_random_weights
+from farslip.cli import CommandParser, add_model_args, model_from_args, run_command
+from farslip.models.factory import LOCAL_DIR, is_random_weights
+from farslip.models.registry import HF_HUB
 
 from . import classification, retrieval, segmentation
 from .classification import evaluate_classification
@@ -39,11 +38,7 @@ from .segmentation import WINDOW_GEOMETRIES, evaluate_segmentation
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "fp16", "bf16", "amp", "amp_bf16")
 DEFAULT_OUTPUT_ROOT = "eval_results"
-# What a command reports as "error: ..." with exit status 2 instead of a traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, farslip.CheckpointError,
-               farslip.CheckpointNotAvailable)
 
 
 def path_rule(flags: str) -> str:
@@ -51,32 +46,6 @@ def path_rule(flags: str) -> str:
     return (f"A relative {flags} path is looked up in the current directory first, then under --data-root (an "
             f"error names both paths tried); image paths inside a CSV are relative to --image-root (default: "
             f"--data-root, else the CSV's folder).")
-
-
-def add_model_args(parser: argparse.ArgumentParser) -> None:
-    """The model flags every command that loads a model shares (see :func:`model_from_args`)."""
-    group = parser.add_argument_group("model")
-    group.add_argument("--model", required=True,
-                       help="a named checkpoint (FarSLIP1-ViT-B-32, FarSLIP2-ViT-B-16, ...; see `farslip models`), "
-                            "an open_clip architecture (ViT-B-32, ViT-Tiny-8, ...), an open_clip model config file "
-                            "(path/to/my_model.json), hf-hub:ORG/REPO / local-dir:FOLDER (open_clip_config.json "
-                            "+ weights, as open_clip reads them), or a checkpoint file written by `farslip train` "
-                            "(it records its architecture, QuickGELU and text length)")
-    group.add_argument("--pretrained", default=None,
-                       help="weights: a local file, hf-hub:ORG/REPO/FILE, an open_clip tag (openai), or none for "
-                            "random weights; default: the named checkpoint's (or hf-hub:/local-dir: model's) own "
-                            "weights, random weights for a bare architecture or config file")
-    group.add_argument("--model-name", default=None, help="label of the model in the tables (default: --model)")
-    group.add_argument("--force-quick-gelu", action=argparse.BooleanOptionalAction, default=None,
-                       help="QuickGELU activations (default: auto, on for OpenAI-derived weights)")
-    group.add_argument("--long-text", action=argparse.BooleanOptionalAction, default=None,
-                       help="Long-CLIP 248-token text (default: auto, from the checkpoint)")
-    group.add_argument("--unsafe-load", action=argparse.BooleanOptionalAction, default=False,
-                       help="allow unrestricted unpickling of a checkpoint that safe loading rejects")
-    group.add_argument("--cache-dir", default=None, help="Hugging Face cache folder (default: the hub's own)")
-    group.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
-    group.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                       help="fp32/fp16/bf16 cast the model; amp/amp_bf16 autocast")
 
 
 def _run_args(parser: argparse.ArgumentParser) -> None:
@@ -122,14 +91,13 @@ def _segmentation_args(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    fmt = HelpFormatter
-    parser = argparse.ArgumentParser(prog="farslip eval", description=__doc__, formatter_class=fmt)
+    parser = CommandParser(prog="farslip eval", description=__doc__)
     sub = parser.add_subparsers(dest="task", required=True,
                                 metavar="{classification,retrieval,segmentation,all,report}")
     absent = ("Without --datasets, every registered set present under --data-root is evaluated and the absent "
               "ones are listed in the report; a set named in --datasets must be there.")
 
-    cls = sub.add_parser("classification", formatter_class=fmt, help="zero-shot scene classification",
+    cls = sub.add_parser("classification", help="zero-shot scene classification",
                          description=f"Zero-shot scene classification. Registered: {', '.join(CLASSIFICATION)}. "
                                      f"{absent} {path_rule('--csv or --classnames')}")
     cls.add_argument("--datasets", default=None,
@@ -138,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     cls.add_argument("--classnames", default=None, help="class list of --csv (default: classnames.txt beside it)")
     cls.add_argument("--name", default=None, help="name of the --csv data set in the report (default: its stem)")
 
-    ret = sub.add_parser("retrieval", formatter_class=fmt, help="zero-shot image-text retrieval",
+    ret = sub.add_parser("retrieval", help="zero-shot image-text retrieval",
                          description=f"Zero-shot image-text retrieval. Registered: {', '.join(RETRIEVAL)} (RSICD, "
                                      f"RSITMD and ucmcaptions read the column title with the prefix "
                                      f"{CAPTION_PREFIX!r}; SkyScript reads title_multi_objects without one). A --csv "
@@ -155,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
                           f"for the same)")
     ret.add_argument("--name", default=None, help="name of the --csv data set in the report (default: its stem)")
 
-    seg = sub.add_parser("segmentation", formatter_class=fmt, help="open-vocabulary semantic segmentation",
+    seg = sub.add_parser("segmentation", help="open-vocabulary semantic segmentation",
                          description="Open-vocabulary semantic segmentation: --data-root DIR holds the "
                                      "converted sets as the paper's evaluation framework reads them (e.g. "
                                      "DIR/loveDA/img_dir/val + ann_dir/val, DIR/UDD5/val/src + val/gt; "
@@ -170,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--ann-suffix", default=".png", help="label map name = image stem + this, for --seg-dir")
     seg.add_argument("--name", default=None, help="name of the --seg-dir data set in the report (default: folder name)")
 
-    every = sub.add_parser("all", formatter_class=fmt, help="the three evaluations on one model",
+    every = sub.add_parser("all", help="the three evaluations on one model",
                            description="Classification, retrieval and segmentation on one model. --data-root holds "
                                        "the SkyScript-layout benchmarks; --seg-data-root the OVSS folders (default: "
                                        "--data-root, so one root may hold both). For the synthetic world of "
@@ -190,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (seg, every):
         _segmentation_args(p)
 
-    rep = sub.add_parser("report", formatter_class=fmt, help="merge several runs into the paper's tables",
+    rep = sub.add_parser("report", help="merge several runs into the paper's tables",
                          description="Merge the results of several `farslip eval` runs (their --output folders or "
                                      "results.json files) into the paper's multi-row tables: one row per run, the "
                                      "paper's data set names as columns, numbers right-aligned, random-weights runs "
@@ -201,14 +169,6 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("results", nargs="+", help="results folders or results.json files, one table row each")
     rep.add_argument("--output", default=None, help="folder for report.md and the CSVs (default: print only)")
     return parser
-
-
-def model_from_args(args: argparse.Namespace):
-    """``(model, tokenizer)`` from the flags of :func:`add_model_args`, the model in eval mode."""
-    model = farslip.create_model(args.model, args.pretrained, force_quick_gelu=args.force_quick_gelu,
-                                 long_text=args.long_text, precision=args.precision, device=args.device,
-                                 cache_dir=args.cache_dir, allow_unsafe=args.unsafe_load).eval()
-    return model, farslip.get_tokenizer(model)
 
 
 def file_sha256(path: Path) -> str:
@@ -245,14 +205,14 @@ def default_output(args: argparse.Namespace) -> Path:
     hf-hub:/local-dir: model with its own weights adds nothing.
     """
     model = args.model
-    if model.startswith(("hf-hub:", "local-dir:")):
+    if model.startswith((HF_HUB, LOCAL_DIR)):
         schema, rest = model.split(":", 1)
-        model = f"{schema}_{rest.strip('/')}" if schema == "hf-hub" else Path(rest).name
+        model = f"{schema}_{rest.strip('/')}" if model.startswith(HF_HUB) else Path(rest).name
     elif model.lower().endswith(".json"):
         model = Path(model).stem
     label = args.model_name or model
     pretrained = args.pretrained
-    own_weights = farslip.models.get_spec(args.model) is not None or args.model.startswith(("hf-hub:", "local-dir:"))
+    own_weights = farslip.models.get_spec(args.model) is not None or args.model.startswith((HF_HUB, LOCAL_DIR))
     if pretrained is None:
         weights = None if own_weights else "random"
     elif is_random_weights(pretrained):
@@ -385,13 +345,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("farslip").setLevel(logging.DEBUG if getattr(args, "verbose", False) else logging.INFO)
-    try:
-        if args.task == "report":
-            return _report(args)
-        return _evaluate(args, argv)
-    except USER_ERRORS as err:
-        print(f"farslip eval: error: {err}", file=sys.stderr)
-        return 2
+    return run_command("farslip eval", lambda: _report(args) if args.task == "report" else _evaluate(args, argv))
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -482,7 +436,3 @@ def _print_summary(results: dict, written: dict) -> None:
             if results[task].get("absent"):
                 print(f"{task}: absent, not evaluated: {', '.join(results[task]['absent'])}")
     print(f"report: {written['results.json'].parent}")
-
-
-if __name__ == "__main__":
-    sys.exit(main())

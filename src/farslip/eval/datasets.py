@@ -15,8 +15,9 @@ from torch.utils.data import Dataset
 from farslip.data.csv_data import check_files
 from farslip.data.image_files import FileItem, open_image
 
+from .registry import IGNORE_INDEX
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
-IGNORE_INDEX = 255
 
 
 def require_dir(path: Path, what: str) -> Path:

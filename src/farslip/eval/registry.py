@@ -16,6 +16,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Optional
 
+# The label-map value of pixels no metric counts (mmsegmentation's ignore_index), in every OVSS set
+# as converted and in the synthetic world; with reduce_zero_label, label 0 becomes it too.
+IGNORE_INDEX = 255
+
 
 @dataclass(frozen=True)
 class ClassificationSet:

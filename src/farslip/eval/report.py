@@ -20,9 +20,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ..atomic import atomic_write
-from .datasets import IGNORE_INDEX
 from .metrics import EXTRA_KS, RECALL_KS
-from .registry import CLASSIFICATION, RETRIEVAL, SEGMENTATION, display_name
+from .registry import CLASSIFICATION, IGNORE_INDEX, RETRIEVAL, SEGMENTATION, display_name
 
 PANEL_GAP = 4
 DIRECTIONS = (("image_to_text", "img->txt"), ("text_to_image", "txt->img"))

@@ -2,16 +2,14 @@
 
 Rows repeat images (several captions each) and captions (several images each): both are
 de-duplicated and every query keeps its set of positives; R@1/5/10 per direction, their mean per
-direction (the paper's cells) and the mean of all six. ``python -m farslip.eval.retrieval`` is
-``farslip eval retrieval``.
+direction (the paper's cells) and the mean of all six. The command line is ``farslip eval retrieval``.
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
-from farslip.data.transforms import eval_transform
+from farslip.transforms import eval_transform
 
 from farslip.data.csv_data import read_pairs
 
@@ -79,13 +77,3 @@ def evaluate_retrieval(model, tokenizer, data_root: Optional[PathLike], datasets
         names = [lookup(RETRIEVAL, n, "retrieval").name for n in datasets or RETRIEVAL]
     return run_datasets("retrieval", names, one, HEADLINE, keep_going)
 
-
-def main(argv: Optional[list[str]] = None) -> int:
-    """``python -m farslip.eval.retrieval ...`` == ``farslip eval retrieval ...``."""
-    from .cli import main as cli_main
-
-    return cli_main(["retrieval", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -15,13 +15,12 @@ building the probability maps). A model whose input is not 224 px keeps this 448
 geometry (``window_geometry="reference"``); ``"model"`` scales it with the model instead (long
 side 2 x its input, windows of its input, stride half of it). Everything after the image tensor
 stays on the model's device; only the uint8 label map comes back. mIoU accumulates
-intersections and unions over the whole data set.
-``python -m farslip.eval.segmentation`` is ``farslip eval segmentation``.
+intersections and unions over the whole data set. The command line is
+``farslip eval segmentation``.
 """
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Iterator, Optional, Sequence, Union
@@ -433,13 +432,3 @@ def evaluate_segmentation(model, tokenizer, data_root: Optional[PathLike], datas
         names = [lookup(SEGMENTATION, n, "segmentation").name for n in datasets or SEGMENTATION]
     return run_datasets("segmentation", names, one, HEADLINE, keep_going)
 
-
-def main(argv: Optional[list[str]] = None) -> int:
-    """``python -m farslip.eval.segmentation ...`` == ``farslip eval segmentation ...``."""
-    from .cli import main as cli_main
-
-    return cli_main(["segmentation", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

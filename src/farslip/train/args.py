@@ -21,7 +21,7 @@ METHOD_LOSSES = {
     "vanilla": ["global_itc"],
 }
 PRECISIONS = ("amp", "amp_bf16", "amp_bfloat16", "fp32")
-LAST_ATTN = ("segearth", "clearclip", "sclip", "maskclip", "vanilla")
+from farslip.models.dense import LAST_ATTN_TYPES  # the dense variants are listed once, with their code
 REPORTERS = ("tensorboard", "wandb")
 DEFAULT_MODEL = "ViT-B-16"
 _BOOL = argparse.BooleanOptionalAction
@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--w-g", type=float, default=1.0, help="weight of the global ITC loss")
     m.add_argument("--w-d", type=float, default=0.1, help="weight of the distillation loss")
     m.add_argument("--w-l", type=float, default=1.0, help="weight of the local ITC loss")
-    m.add_argument("--last-attn-type", default="segearth", choices=LAST_ATTN,
+    m.add_argument("--last-attn-type", default="segearth", choices=LAST_ATTN_TYPES,
                    help="attention of the dense last block that yields patch tokens")
 
     mo = p.add_argument_group("model")

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ...atomic import atomic_write
+from ..atomic import atomic_write
 
 TAR_MTIME = 1_700_000_000  # fixed member timestamp (2023-11-14), so tars hash the same every run
 JPEG_QUALITY = 92

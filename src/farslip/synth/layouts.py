@@ -1,9 +1,11 @@
-"""Where each synthetic data set goes on disk and how its labels are spelled.
+"""What the synthetic world adds to the evaluation registry's layouts: how its labels are spelled.
 
-The paths and label conventions imitate the real benchmark layouts of SPEC section 6 (the
-SkyScript benchmark tree for classification and retrieval, the OVSS folders as the paper's
-evaluation framework reads them, taken from the evaluation registry), so the readers written for
-real data read these files unchanged.
+Where every data set goes on disk (names, CSV paths, caption columns, folders, splits, suffixes,
+label conventions) is said once, by the evaluation registry (:mod:`farslip.eval.registry`,
+SPEC section 6); the world writes exactly there, so the readers written for real data read its
+files unchanged. This module holds only what is the world's own: which classification sets spell
+their labels as class indices, the training validation CSV (not an evaluation set), and how the
+world's semantic classes map to each imitated OVSS set's label values.
 """
 from __future__ import annotations
 
@@ -12,45 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ...eval.registry import SEGMENTATION, SegmentationFolders, SegmentationSet
+from ..eval.registry import IGNORE_INDEX, SEGMENTATION, SegmentationFolders, SegmentationSet
 from .vocab import SEMANTIC_CLASSES
 
+# Classification sets whose CSV spells labels as class indices (as EuroSAT's does); the others
+# spell class names.
+INTEGER_LABELS = frozenset({"eurosat"})
 
-@dataclass(frozen=True)
-class ClassificationSet:
-    """A zero-shot classification CSV (``filepath,label``) with ``<folder>/classnames.txt``."""
-
-    name: str
-    csv: str  # relative to the benchmark data root
-    integer_labels: bool
-
-    @property
-    def folder(self) -> str:
-        return self.csv.split("/")[0]
-
-
-# The registered names and CSV paths of SPEC section 6; eurosat spells labels as indices.
-CLASSIFICATION_SETS: tuple[ClassificationSet, ...] = (
-    ClassificationSet("SkyScript_cls", "SkyScript_cls/img_txt_pairs_val.csv", False),
-    ClassificationSet("aid", "aid/aid_img_txt_pairs_test.csv", False),
-    ClassificationSet("eurosat", "eurosat/eurosat_img_txt_pairs_test.csv", True),
-    ClassificationSet("fmow", "fmow/fmow_img_txt_pairs_val.csv", False),
-    ClassificationSet("millionaid", "millionaid/img_txt_pairs_train.csv", False),
-    ClassificationSet("patternnet", "patternnet/img_txt_pairs_train.csv", False),
-    ClassificationSet("rsicb", "rsicb256/img_txt_pairs_train.csv", False),
-    ClassificationSet("nwpu", "nwpu/img_txt_pairs_train.csv", False),
-)
-
-# Retrieval CSVs (``filepath,title``; the evaluator prefixes "a satellite image. ").
-RETRIEVAL_SETS: dict[str, str] = {
-    "RSICD": "RSICD/RSICD_img_txt_pairs_test.csv",
-    "RSITMD": "RSITMD/RSITMD_img_txt_pairs_test.csv",
-    "ucmcaptions": "ucmcaptions/ucmcaptions_img_txt_pairs_test.csv",
-}
-SKYSCRIPT_TEST_CSV = "SkyScript_test_30K_filtered_by_CLIP_openai.csv"  # + title_multi_objects
 SKYSCRIPT_VAL_CSV = "SkyScript_val_5K_filtered_by_CLIP_openai.csv"  # training's --val-data
-
-IGNORE = 255
 
 
 @dataclass(frozen=True)
@@ -94,7 +65,7 @@ class OvssSet:
 
     def lut(self) -> np.ndarray:
         """A 256-entry table from world semantic ids to this set's label values."""
-        table = np.full(256, IGNORE, dtype=np.uint8)
+        table = np.full(256, IGNORE_INDEX, dtype=np.uint8)
         for i, name in enumerate(SEMANTIC_CLASSES):
             table[i] = self.mapping.get(name, self.default)
         return table

@@ -2,12 +2,13 @@
 
 No remote-sensing data set can be downloaded where this project is tested, yet every loader,
 trainer and evaluator must run for real. This module renders deterministic aerial-looking
-scenes (``farslip.data.synth``) and writes them in the exact on-disk formats of the real data:
-RS5M webdataset shards, the MGRS-200k JSON + image folder, the SkyScript benchmark tree
+scenes (the rest of ``farslip.synth``) and writes them in the exact on-disk formats of the real
+data: RS5M webdataset shards, the MGRS-200k JSON + image folder, the SkyScript benchmark tree
 (classification and retrieval CSVs) and the converted OVSS ``img_dir``/``ann_dir`` tree, plus a
-README saying which command reads what. Python API::
+README saying which command reads what. The benchmark sets, their paths and columns are those of
+the evaluation registry (``farslip.eval.registry``). Python API::
 
-    from farslip.data.synthetic import write_world
+    from farslip.synth import write_world
     paths = write_world("out/world", seed=0, scale="small")
 
 Same seed -> byte-identical files: each scene is rendered from a generator seeded by
@@ -30,13 +31,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..cli import HelpFormatter
-from .synth import captions as cap
-from .synth.layouts import (CLASSIFICATION_SETS, IGNORE, OVSS_SETS, RETRIEVAL_SETS, SKYSCRIPT_TEST_CSV,
-                            SKYSCRIPT_VAL_CSV, OvssSet)
-from .synth.scene import SceneObject, render_scene, stream_rng
-from .synth.vocab import OBJECT_CATEGORIES, SCENE_CLASSES
-from .synth.writers import encode_image, encode_jpeg, tar_bytes, write_bytes, write_csv, write_json, write_text
+from ..cli import CommandParser
+from ..data.csv_data import CAPTION_COLUMN, IMAGE_COLUMN, LABEL_COLUMN
+from ..eval.registry import CLASSIFICATION, IGNORE_INDEX, RETRIEVAL
+from . import captions as cap
+from .layouts import INTEGER_LABELS, OVSS_SETS, SKYSCRIPT_VAL_CSV, OvssSet
+from .scene import SceneObject, render_scene, stream_rng
+from .vocab import OBJECT_CATEGORIES, SCENE_CLASSES
+from .writers import encode_image, encode_jpeg, tar_bytes, write_bytes, write_csv, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +108,7 @@ def _ovss_labels(seed: int, task: Task, spec: OvssSet, image: np.ndarray, semant
     h, w = label.shape
     side = int(rng.integers(6, 13))
     y, x = int(rng.integers(0, h - side)), int(rng.integers(0, w - side))
-    label[y:y + side, x:x + side] = IGNORE
+    label[y:y + side, x:x + side] = IGNORE_INDEX
     if spec.reduce_zero_label and task.index % 2 == 0:
         strip = max(4, w // 10)
         label[:, w - strip:] = 0
@@ -257,17 +259,19 @@ def _balanced(stream: str, n: int) -> list[Task]:
 
 
 def _write_classification(bench: Path, scale: Scale, render: _Renderer) -> None:
-    for spec in CLASSIFICATION_SETS:
+    """Every registered classification set, at its registered CSV and class-list paths."""
+    for spec in CLASSIFICATION.values():
+        folder = Path(spec.csv).parts[0]
         rows: list[tuple[str, object]] = []
         tasks = _balanced(f"cls-{spec.name}", scale.classification)
         for task, product in zip(tasks, render(tasks)):
-            rel = f"{spec.folder}/images/{product.scene_class.replace(' ', '_')}/{spec.folder}_{task.index:05d}.jpg"
+            rel = f"{folder}/images/{product.scene_class.replace(' ', '_')}/{folder}_{task.index:05d}.jpg"
             write_bytes(bench / rel, product.image)
-            label = SCENE_CLASSES.index(product.scene_class) if spec.integer_labels else product.scene_class
+            label = SCENE_CLASSES.index(product.scene_class) if spec.name in INTEGER_LABELS else product.scene_class
             rows.append((rel, label))
         rows.insert(len(rows) // 2, (rows[0][0], ""))  # an unlabeled row: readers must drop it
-        write_csv(bench / spec.csv, ("filepath", "label"), rows)
-        write_text(bench / spec.folder / "classnames.txt", "\n".join(SCENE_CLASSES) + "\n")
+        write_csv(bench / spec.csv, (IMAGE_COLUMN, LABEL_COLUMN), rows)
+        write_text(bench / spec.classnames, "\n".join(SCENE_CLASSES) + "\n")
 
 
 def _retrieval_titles(product: Product, index: int) -> list[str]:
@@ -279,23 +283,27 @@ def _retrieval_titles(product: Product, index: int) -> list[str]:
 
 
 def _write_retrieval(bench: Path, scale: Scale, render: _Renderer) -> None:
-    for name, csv_path in RETRIEVAL_SETS.items():
-        rows = []
-        tasks = [Task(f"ret-{name}", i, "bench") for i in range(scale.retrieval)]
-        for task, product in zip(tasks, render(tasks)):
-            rel = f"{name}/images/{name.lower()}_{task.index:05d}.jpg"
-            write_bytes(bench / rel, product.image)
-            rows += [(rel, t) for t in _retrieval_titles(product, task.index)]
-        write_csv(bench / csv_path, ("filepath", "title"), rows)
+    """Every registered retrieval set at its registered CSV path, captions in its caption column.
 
-    rows = []
-    tasks = [Task("ret-SkyScript", i, "bench") for i in range(scale.retrieval)]
-    for task, product in zip(tasks, render(tasks)):
-        rel = f"SkyScript/images/skyscript_test_{task.index:05d}.jpg"
-        write_bytes(bench / rel, product.image)
-        multi = "a satellite image of " + product.captions["brief"].rstrip(".")
-        rows.append((rel, product.captions["short0"], multi))
-    write_csv(bench / SKYSCRIPT_TEST_CSV, ("filepath", "title", "title_multi_objects"), rows)
+    A set that reads the ``title`` column gets RSICD's shape (several captions per image); one that
+    reads another column (SkyScript's ``title_multi_objects``) gets SkyScript's: one row per image
+    with a ``title`` and that column.
+    """
+    for spec in RETRIEVAL.values():
+        rows = []
+        tasks = [Task(f"ret-{spec.name}", i, "bench") for i in range(scale.retrieval)]
+        for task, product in zip(tasks, render(tasks)):
+            if spec.caption_key == CAPTION_COLUMN:
+                rel = f"{spec.name}/images/{spec.name.lower()}_{task.index:05d}.jpg"
+                rows += [(rel, t) for t in _retrieval_titles(product, task.index)]
+            else:
+                rel = f"{spec.name}/images/{spec.name.lower()}_test_{task.index:05d}.jpg"
+                multi = "a satellite image of " + product.captions["brief"].rstrip(".")
+                rows.append((rel, product.captions["short0"], multi))
+            write_bytes(bench / rel, product.image)
+        columns = (IMAGE_COLUMN, CAPTION_COLUMN) if spec.caption_key == CAPTION_COLUMN \
+            else (IMAGE_COLUMN, CAPTION_COLUMN, spec.caption_key)
+        write_csv(bench / spec.csv, columns, rows)
 
     rows = []
     tasks = [Task("skyscript-val", i, "bench") for i in range(scale.skyscript_val)]
@@ -303,7 +311,7 @@ def _write_retrieval(bench: Path, scale: Scale, render: _Renderer) -> None:
         rel = f"SkyScript/val_images/skyscript_val_{task.index:05d}.jpg"
         write_bytes(bench / rel, product.image)
         rows.append((rel, product.captions[f"short{task.index % 3}"]))
-    write_csv(bench / SKYSCRIPT_VAL_CSV, ("filepath", "title"), rows)
+    write_csv(bench / SKYSCRIPT_VAL_CSV, (IMAGE_COLUMN, CAPTION_COLUMN), rows)
 
 
 # ---------------------------------------------------------------- OVSS (the registry's layout)
@@ -325,8 +333,8 @@ def _write_ovss(root: Path, scale: Scale, render: _Renderer) -> None:
 def count_tasks(scale: Scale) -> int:
     """Scenes rendered for one world (for the progress bar)."""
     return (len(RS5M_PREFIXES) * scale.rs5m_shards * scale.rs5m_per_shard + scale.rs5m_val + 4
-            + scale.mgrs + 4 + len(CLASSIFICATION_SETS) * scale.classification
-            + (len(RETRIEVAL_SETS) + 1) * scale.retrieval + scale.skyscript_val + len(OVSS_SETS) * scale.ovss)
+            + scale.mgrs + 4 + len(CLASSIFICATION) * scale.classification
+            + len(RETRIEVAL) * scale.retrieval + scale.skyscript_val + len(OVSS_SETS) * scale.ovss)
 
 
 def write_world(out_dir: str | os.PathLike, seed: int = 0, scale: str | Scale = "small", workers: int = 1,
@@ -395,9 +403,11 @@ def readme_text(seed: int, scale: str, s: Scale) -> str:
     """The DIR/README.md written next to the data: what each folder is and what reads it."""
     n_train = len(RS5M_PREFIXES) * s.rs5m_shards * s.rs5m_per_shard
     last = s.rs5m_shards - 1
-    cls_lines = "\n".join(f"  - `{c.csv}` ({'integer' if c.integer_labels else 'string'} labels)"
-                          for c in CLASSIFICATION_SETS)
-    ret_lines = "\n".join(f"  - `{p}`" for p in RETRIEVAL_SETS.values())
+    cls_lines = "\n".join(f"  - `{c.csv}` ({'integer' if c.name in INTEGER_LABELS else 'string'} labels)"
+                          for c in CLASSIFICATION.values())
+    ret_lines = "\n".join(f"  - `{r.csv}`" if r.caption_key == CAPTION_COLUMN
+                          else f"  - `{r.csv}` (`{IMAGE_COLUMN},{CAPTION_COLUMN},{r.caption_key}`)"
+                          for r in RETRIEVAL.values())
     ovss_names = ",".join(o.name for o in OVSS_SETS)
     def where(o) -> str:
         layout = o.registered.layouts[0]
@@ -410,7 +420,7 @@ def readme_text(seed: int, scale: str, s: Scale) -> str:
            else "label 0 is the class `background`") + ", 255 = ignore"
         for o in OVSS_SETS)
     command = (f"`farslip synth --out DIR --seed {seed} --scale {scale}`" if scale in SCALES
-               else f"`farslip.data.synthetic.write_world(DIR, seed={seed}, scale=Scale(...))`")
+               else f"`farslip.synth.write_world(DIR, seed={seed}, scale=Scale(...))`")
     return f"""{README_TITLE} (seed {seed}, scale `{scale}`)
 
 Written by {command}. Every image is a procedural
@@ -460,7 +470,6 @@ retrieval sets are here:
 - Retrieval (`filepath,title`; several captions per image, some captions shared by several
   images, a few repeated rows):
 {ret_lines}
-  - `{SKYSCRIPT_TEST_CSV}` (`filepath,title,title_multi_objects`)
 - Training validation: `{SKYSCRIPT_VAL_CSV}` (`filepath,title`), for
   `farslip train --val-data DIR/benchmarks/{SKYSCRIPT_VAL_CSV} --root-val-img-dir DIR/benchmarks`.
 
@@ -486,10 +495,9 @@ def _default_workers() -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="farslip synth",
-                                description="Write the synthetic remote-sensing world in every real data "
-                                            "format (RS5M, MGRS, SkyScript benchmarks, OVSS).",
-                                formatter_class=HelpFormatter)
+    p = CommandParser(prog="farslip synth",
+                      description="Write the synthetic remote-sensing world in every real data "
+                                  "format (RS5M, MGRS, SkyScript benchmarks, OVSS).")
     p.add_argument("--out", required=True, help="output folder (created)")
     p.add_argument("--seed", type=int, default=0, help="world seed: same seed, same bytes")
     p.add_argument("--scale", choices=sorted(SCALES), default="small",
@@ -517,8 +525,8 @@ def main(argv: Iterable[str] | None = None) -> int:
           f"in {time.perf_counter() - start:.1f} s")
     print(f"  RS5M shards   {paths['rs5m_train']}  ({counts['rs5m_train']} pairs; val {counts['rs5m_val']})")
     print(f"  MGRS          {paths['mgrs_json']}  ({counts['mgrs']} images)")
-    print(f"  benchmarks    {paths['benchmarks']}  ({len(CLASSIFICATION_SETS)} classification x "
-          f"{counts['classification_per_set']}, {len(RETRIEVAL_SETS) + 1} retrieval x "
+    print(f"  benchmarks    {paths['benchmarks']}  ({len(CLASSIFICATION)} classification x "
+          f"{counts['classification_per_set']}, {len(RETRIEVAL)} retrieval x "
           f"{counts['retrieval_images_per_set']} images)")
     print(f"  OVSS          {paths['ovss']}  ({len(OVSS_SETS)} sets x {counts['ovss_per_set']} images)")
     print(f"  see {paths['readme']}")
