@@ -125,11 +125,13 @@ def test_kill_and_resume_reproduces_uninterrupted_run(tmp_path, monkeypatch):
     assert full["optimizer"]["state"].keys() == cut["optimizer"]["state"].keys()
 
 
-def test_existing_run_folder_is_not_overwritten(tmp_path):
+def test_existing_run_folder_is_not_overwritten(tmp_path, capsys):
     js, imgs = write_mgrs(tmp_path / "mgrs")
     assert train_main.main(stage2_flags(tmp_path, js, imgs, "again")) == 0
-    with pytest.raises(SystemExit, match="--resume latest"):
-        train_main.main(stage2_flags(tmp_path, js, imgs, "again"))
+    capsys.readouterr()
+    assert train_main.main(stage2_flags(tmp_path, js, imgs, "again")) == 2  # a user error
+    err = capsys.readouterr().err
+    assert "farslip train: error: run folder" in err and "--resume latest" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("flags,message", [
@@ -168,11 +170,12 @@ def test_help_shows_defaults_and_off_switches(capsys):
         assert needle in text, needle
 
 
-def test_report_to_without_the_package_fails_before_training(tmp_path, monkeypatch):
+def test_report_to_without_the_package_fails_before_training(tmp_path, monkeypatch, capsys):
     import sys
 
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
     js, imgs = write_mgrs(tmp_path / "mgrs")
-    with pytest.raises(SystemExit, match="pip install tensorboard"):
-        train_main.main(stage2_flags(tmp_path, js, imgs, "tb", "--report-to", "tensorboard"))
+    assert train_main.main(stage2_flags(tmp_path, js, imgs, "tb", "--report-to", "tensorboard")) == 2
+    assert "farslip train: error: --report-to tensorboard needs the tensorboard package (pip install tensorboard)" \
+        in capsys.readouterr().err
     assert not (tmp_path / "logs" / "tb" / "checkpoints" / "epoch_latest.pt").exists()

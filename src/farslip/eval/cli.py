@@ -22,10 +22,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
 
-import torch
-
 import farslip
 from farslip.cli import HelpFormatter
+from farslip.errors import DEVICE_HELP, add_debug_arg, resolve_device, run_command, user_errors
 from farslip.models.factory import is_random_weights
 
 from . import classification, retrieval, segmentation
@@ -41,9 +40,8 @@ log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16", "bf16", "amp", "amp_bf16")
 DEFAULT_OUTPUT_ROOT = "eval_results"
-# What a command reports as "error: ..." with exit status 2 instead of a traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, farslip.CheckpointError,
-               farslip.CheckpointNotAvailable)
+# What a command reports as "error: ..." with exit status 2 instead of a traceback (farslip.errors).
+USER_ERRORS = user_errors()
 
 
 def path_rule(flags: str) -> str:
@@ -74,7 +72,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--unsafe-load", action=argparse.BooleanOptionalAction, default=False,
                        help="allow unrestricted unpickling of a checkpoint that safe loading rejects")
     group.add_argument("--cache-dir", default=None, help="Hugging Face cache folder (default: the hub's own)")
-    group.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
+    group.add_argument("--device", default="auto", help=DEVICE_HELP)
     group.add_argument("--precision", default="fp32", choices=PRECISIONS,
                        help="fp32/fp16/bf16 cast the model; amp/amp_bf16 autocast")
 
@@ -99,6 +97,7 @@ def _run_args(parser: argparse.ArgumentParser) -> None:
                        help="evaluate the remaining data sets after one fails (the exit status is still 1)")
     group.add_argument("-v", "--verbose", action=argparse.BooleanOptionalAction, default=False,
                        help="debug logging")
+    add_debug_arg(group)
 
 
 def _segmentation_args(parser: argparse.ArgumentParser) -> None:
@@ -191,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "results.json).")
     rep.add_argument("results", nargs="+", help="results folders or results.json files, one table row each")
     rep.add_argument("--output", default=None, help="folder for report.md and the CSVs (default: print only)")
+    add_debug_arg(rep)
     return parser
 
 
@@ -375,13 +375,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("farslip").setLevel(logging.DEBUG if getattr(args, "verbose", False) else logging.INFO)
-    try:
+
+    def body() -> int:
         if args.task == "report":
             return _report(args)
+        args.device = resolve_device(args.device)
         return _evaluate(args, argv)
-    except USER_ERRORS as err:
-        print(f"farslip eval: error: {err}", file=sys.stderr)
-        return 2
+
+    return run_command("farslip eval", args.debug, body)
 
 
 def _report(args: argparse.Namespace) -> int:

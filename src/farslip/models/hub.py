@@ -134,17 +134,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("names", nargs="+", help=f"registry names ({', '.join(list_names())}) or OWNER/REPO/FILE")
     parser.add_argument("--to", default=None, help="also copy the file into this folder (e.g. checkpoints/)")
     parser.add_argument("--cache-dir", default=None, help="hub cache folder (default: huggingface_hub's own)")
+    from ..errors import add_debug_arg
+
+    add_debug_arg(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """`farslip download NAME [--to DIR]`: put a released checkpoint in the hub cache (and a folder)."""
+    from ..errors import EXIT_USER_ERROR, message, user_errors
+
     args = build_parser().parse_args(argv)
     status = 0
     for name in args.names:
         try:
             print(download(name, args.to, cache_dir=args.cache_dir))
-        except (CheckpointNotAvailable, ValueError) as err:
-            print(f"farslip download: error: {name}: {err}", file=sys.stderr, flush=True)
-            status = 2  # as every other command for a user-side problem
+        except user_errors() as err:
+            if args.debug:
+                raise
+            print(f"farslip download: error: {name}: {message(err)}", file=sys.stderr, flush=True)
+            status = EXIT_USER_ERROR  # as every other command for a user-side problem
     return status

@@ -81,7 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     """`farslip models`: print the named checkpoints."""
     import argparse
 
+    from ..errors import add_debug_arg
+
     parser = argparse.ArgumentParser(prog="farslip models", description=main.__doc__)
+    add_debug_arg(parser)  # accepted as by every command; this one reads no input
     parser.parse_args(argv)
     rows = [("name", "arch", "source", "text ctx", "notes")]
     rows += [(s.name, s.arch, s.source, str(s.context_length), s.note) for s in _SPECS]

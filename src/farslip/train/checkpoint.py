@@ -110,8 +110,16 @@ def resolve(resume: str, folder: str | os.PathLike) -> Optional[Path]:
 
 
 def load(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a training checkpoint safely (``weights_only=True``) onto the CPU."""
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    """Read a training checkpoint safely (``weights_only=True``) onto the CPU.
+
+    A file that is empty, truncated, a folder, not a checkpoint at all or a pickle needing unsafe
+    loading is a :class:`~farslip.models.checkpoint.CheckpointError` naming it (the sniffing of
+    :func:`farslip.models.checkpoint.read_file`); model weights without the training state are a
+    ValueError that says to pass them as --pretrained.
+    """
+    from farslip.models.checkpoint import read_file
+
+    obj = read_file(path)
     keys = ("epoch", "step", "state_dict", "optimizer")
     missing = [k for k in keys if k not in obj] if isinstance(obj, dict) else list(keys)
     if missing:
