@@ -6,12 +6,15 @@ the CSV's own folder when no root is given.
 """
 from __future__ import annotations
 
+import logging
 import os
 from typing import Optional
 
 import pandas as pd
 
 from .image_files import FileItem
+
+logger = logging.getLogger(__name__)
 
 IMAGE_COLUMN = "filepath"
 CAPTION_COLUMN = "title"
@@ -20,7 +23,20 @@ CAPTION_COLUMN = "title"
 def read_pairs(
     csv_path: str, image_column: str = IMAGE_COLUMN, caption_column: str = CAPTION_COLUMN
 ) -> list[FileItem]:
-    """The (image path, caption) rows of ``csv_path``; rows with an empty path or caption are dropped."""
+    """The (image path, caption) rows of ``csv_path``; rows with an empty path or caption are dropped
+    with a warning that counts them (:func:`read_pairs_counted` also returns the counts)."""
+    return read_pairs_counted(csv_path, image_column, caption_column)[0]
+
+
+def read_pairs_counted(
+    csv_path: str, image_column: str = IMAGE_COLUMN, caption_column: str = CAPTION_COLUMN
+) -> tuple[list[FileItem], dict]:
+    """(items, rows) of ``csv_path``: ``rows`` = ``{"read": N, "used": M, "dropped": {why: count}}``.
+
+    A row whose ``image_column`` or ``caption_column`` is empty (or only spaces) cannot be used and is
+    dropped (why: ``empty <column>``; a row with both empty counts under the image column), with one
+    warning naming the file, the counts and the first data row numbers (1 = the row after the header).
+    """
     try:
         with open(csv_path, encoding="utf-8") as f:
             header = f.readline()
@@ -33,10 +49,22 @@ def read_pairs(
     missing = [c for c in (image_column, caption_column) if c not in table.columns]
     if missing:
         raise ValueError(f"{csv_path}: missing column(s) {missing}; found {list(table.columns)}")
-    rows = table[(table[image_column].str.strip() != "") & (table[caption_column].str.strip() != "")]
-    if rows.empty:
+    no_path = (table[image_column].str.strip() == "").to_numpy()
+    no_caption = (table[caption_column].str.strip() == "").to_numpy() & ~no_path
+    dropped = {why: int(mask.sum()) for why, mask in ((f"empty {image_column}", no_path),
+                                                        (f"empty {caption_column}", no_caption)) if mask.any()}
+    keep = ~(no_path | no_caption)
+    rows = {"read": int(len(table)), "used": int(keep.sum()), "dropped": dropped}
+    if dropped:
+        numbers = [i + 1 for i in range(len(table)) if not keep[i]]
+        shown = ", ".join(map(str, numbers[:10])) + (", ..." if len(numbers) > 10 else "")
+        logger.warning("%s: dropped %d of %d rows (%s; data rows %s)", csv_path, len(numbers), len(table),
+                       ", ".join(f"{n} with an {why}" for why, n in dropped.items()), shown)
+    if not keep.any():
         raise ValueError(f"{csv_path}: no rows with both {image_column!r} and {caption_column!r}")
-    return [FileItem(path, caption) for path, caption in zip(rows[image_column], rows[caption_column])]
+    table = table[keep]
+    items = [FileItem(path, caption) for path, caption in zip(table[image_column], table[caption_column])]
+    return items, rows
 
 
 def image_root(csv_path: str, root: Optional[str]) -> str:
