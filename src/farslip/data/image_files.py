@@ -184,7 +184,8 @@ def probe_images(dataset: ImageFileDataset, source: str, flag: str = "--root-tra
     inside a loader worker. Missing images among existing ones are skipped and counted as usual.
     """
     n = len(dataset.items)
-    picks = sorted({round(i * (n - 1) / max(PROBE_ITEMS - 1, 1)) for i in range(min(PROBE_ITEMS, n))})
+    count = min(PROBE_ITEMS, n)
+    picks = sorted({round(i * (n - 1) / max(count - 1, 1)) for i in range(count)})
     tried, bad = [], []
     for index in picks:
         try:

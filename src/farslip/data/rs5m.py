@@ -91,8 +91,9 @@ def check_shards(urls: list[str], spec: str) -> list[str]:
 
 
 def _shards(urls: list[str]) -> str:
+    """``the shard a.tar`` / ``the 40 shards a.tar, b.tar, c.tar, d.tar and 36 more``."""
     names = ", ".join(urls[:4]) + (f" and {len(urls) - 4} more" if len(urls) > 4 else "")
-    return f"{len(urls)} shard(s): {names}"
+    return f"the shard {names}" if len(urls) == 1 else f"the {len(urls)} shards {names}"
 
 
 class StreamCheck:
@@ -102,9 +103,9 @@ class StreamCheck:
     :meth:`mark`; ``__iter__`` reports each decoded sample to :meth:`good` or :meth:`bad`.
     """
 
-    def __init__(self, rank: int, worker: int, limit: int = MAX_BAD_IN_A_ROW) -> None:
+    def __init__(self, rank: int, worker: int, limit: Optional[int] = None) -> None:
         self.where = f"rank {rank} worker {worker}"
-        self.limit = limit
+        self.limit = MAX_BAD_IN_A_ROW if limit is None else limit
         self.urls: list[str] = []
         self.in_a_row = self.raw_in_pass = self.bad_in_pass = 0
         self.last = ""

@@ -197,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
 def model_from_args(args: argparse.Namespace):
     """``(model, tokenizer)`` from the flags of :func:`add_model_args`, the model in eval mode."""
     model = farslip.create_model(args.model, args.pretrained, force_quick_gelu=args.force_quick_gelu,
-                                 long_text=args.long_text, precision=args.precision, device=args.device,
+                                 long_text=args.long_text, precision=args.precision,
+                                 device=resolve_device(args.device),
                                  cache_dir=args.cache_dir, allow_unsafe=args.unsafe_load).eval()
     return model, farslip.get_tokenizer(model)
 

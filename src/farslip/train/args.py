@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         "farslip2 on MGRS-200k json) or plain CLIP fine-tuning (vanilla). Same flags as the "
         "seed's `torchrun -m open_clip_train.main ...`.",
         formatter_class=HelpFormatter,
+        usage="farslip train [options]   (farslip train --help lists them all)",  # errors: no 50-line synopsis
     )
     d = p.add_argument_group("data")
     d.add_argument("--train-data", default=None,
