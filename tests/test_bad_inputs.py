@@ -297,11 +297,15 @@ def _training_checkpoint(model_name: str, path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("case", ["truncated", "plain weights", "another architecture"])
+@pytest.mark.parametrize("case", ["truncated", "plain weights", "another architecture", "pickled objects"])
 def test_train_names_a_bad_resume_file_in_one_line(weights, rs5m, tmp_path, capsys, case):
-    folder, _ = weights
+    folder, state = weights
     if case == "truncated":
         path, words = _cut(folder / "good.pt", tmp_path / "resume_cut.pt"), "is truncated or corrupted"
+    elif case == "pickled objects":
+        path = _save({"epoch": 1, "step": 2, "state_dict": state, "optimizer": {}, "args": argparse.Namespace()},
+                     tmp_path / "pickled_run.pt")
+        words = "refused to unpickle"
     elif case == "plain weights":
         path, words = folder / "good.pt", "is not a farslip training checkpoint (missing"
     else:

@@ -140,11 +140,16 @@ class StreamCheck:
         return True
 
     def mark(self, samples: Iterator[dict]) -> Iterator[dict]:
-        """Samples as they come; one whose key repeats in its shard gets ``__bad__`` (the reason)."""
+        """Samples as they come; one whose key repeats in its shard gets ``__bad__`` (the reason).
+
+        Shards are read one after the other, so the keys seen are kept for the current shard only.
+        """
         seen: set[tuple[str, str]] = set()
         for sample in samples:
             self.raw_in_pass += 1
             where = (sample.get("__url__"), sample.get("__key__"))
+            if seen and where[0] != next(iter(seen))[0]:
+                seen.clear()  # the next shard
             if where in seen:
                 sample["__bad__"] = "its key appears more than once in the shard (only the first sample is used)"
             elif where in self.repeated_members or (None, where[1]) in self.repeated_members:
