@@ -126,3 +126,53 @@ def test_seed_module_path_runs_from_a_checkout():
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "--model-arch" in done.stdout and "--data-root" in done.stdout
+
+
+def test_fp16_runs_every_task_on_cpu(bench, tmp_path):
+    """--precision fp16 (the paper framework's GPU setting) for classification, retrieval and
+    segmentation; on the CPU the half model's embeddings match the float ones closely."""
+    from farslip.data.transforms import eval_transform
+    from farslip.eval.encode import Runtime, encode_image_files, encode_texts
+
+    weights = tmp_path / "tiny.pt"
+    torch.manual_seed(0)
+    torch.save(farslip.create_model("ViT-Tiny-8").state_dict(), weights)
+    out = tmp_path / "fp16"
+    assert farslip_main(["eval", "all", *FAST, "--pretrained", str(weights), "--precision", "fp16",
+                         "--data-root", str(bench), "--seg-data-root", str(write_segmentation(tmp_path / "ovss")),
+                         "--cls-datasets", "aid", "--ret-datasets", "RSICD", "--seg-datasets", "LoveDA",
+                         "--num-examples", "0", "--output", str(out)]) == 0
+    data = json.loads((out / "results.json").read_text())
+    assert data["settings"]["precision"] == "fp16"
+    assert 0 <= data["classification"]["mean_top1"] <= 100 and 0 <= data["segmentation"]["mean_mIoU"] <= 100
+    assert 0 < data["retrieval"]["mean_mean_recall"] <= 100
+
+    full = farslip.create_model("ViT-Tiny-8", str(weights)).eval()
+    half = farslip.create_model("ViT-Tiny-8", str(weights), precision="fp16").eval()
+    assert half.visual.conv1.weight.dtype == torch.float16
+    paths = sorted((bench / "aid" / "images").glob("*.png"))
+    transform = eval_transform(full.visual.image_size)
+    tokenizer = farslip.get_tokenizer(full)
+    texts = ["a satellite photo of forest.", "a satellite image of desert"]
+    for run_full, run_half in [(Runtime(8, 0, "cpu", "fp32"), Runtime(8, 0, "cpu", "fp16"))]:
+        images = (encode_image_files(full, paths, transform, run_full, "x"),
+                  encode_image_files(half, paths, transform, run_half, "x"))
+        captions = (encode_texts(full, tokenizer, texts, run_full, "x"), encode_texts(half, tokenizer, texts, run_half, "x"))
+        for a, b in (images, captions):
+            assert b.dtype == torch.float32 and (a * b).sum(-1).min() > 0.999
+
+
+def test_window_geometry_flag(capsys):
+    from farslip.eval.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["segmentation", "--model", "ViT-Tiny-8"])
+    assert args.window_geometry == "reference" and args.long_side is None
+    assert parser.parse_args(["all", "--model", "M", "--window-geometry", "model"]).window_geometry == "model"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["segmentation", "--model", "M", "--window-geometry", "scaled"])
+    assert "invalid choice: 'scaled'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parser.parse_args(["segmentation", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--window-geometry {reference,model}" in text and "each window resized to the model's input" in text

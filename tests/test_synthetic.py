@@ -21,6 +21,7 @@ from PIL import Image
 
 from farslip.data.synth import captions as cap
 from farslip.data.synth.layouts import CLASSIFICATION_SETS, OVSS_SETS, RETRIEVAL_SETS
+from farslip.eval.registry import SEGMENTATION
 from farslip.data.synth.scene import SEMANTIC_OFFSET, render_scene
 from farslip.data.synth.vocab import OBJECT_CATEGORIES, PLURALS, SCENE_CLASSES, SEMANTIC_CLASSES
 from farslip.data.synthetic import SCALES, main, write_world
@@ -329,17 +330,21 @@ def test_ovss_sets(world):
     ovss = Path(world["ovss"])
     conventions = set()
     for spec in OVSS_SETS:
-        base = ovss / spec.name
-        lines = (base / "classes.txt").read_text(encoding="utf-8").splitlines()
+        found = SEGMENTATION[spec.name].find(ovss)  # where the evaluator looks first
+        assert found == SEGMENTATION[spec.name].candidates(ovss)[0]
+        lines = (found.folder / "classes.txt").read_text(encoding="utf-8").splitlines()
         assert len(lines) == len(spec.classes) and all(s.strip() for line in lines for s in line.split(","))
-        images = sorted((base / "img_dir" / spec.split).iterdir())
+        images = sorted(found.images.iterdir())
         assert len(images) == world["counts"]["ovss_per_set"]
+        assert {p.suffix for p in images} == {spec.img_suffix}
         seen: set[int] = set()
         water_rgb = []
         for img_path in images:
-            ann_path = base / "ann_dir" / spec.split / (img_path.stem + spec.ann_suffix)
+            ann_path = found.labels / (img_path.stem + spec.ann_suffix)
             with Image.open(img_path) as im, Image.open(ann_path) as ann:
                 assert ann.mode == "L" and ann.size == im.size
+                kinds = {".tif": "TIFF", ".png": "PNG"}
+                assert (im.format, ann.format) == (kinds[spec.img_suffix], kinds[spec.ann_suffix[-4:]])
                 rgb = np.asarray(im.convert("RGB"), dtype=np.float32)
                 label = np.asarray(ann)
             seen |= set(np.unique(label).tolist())

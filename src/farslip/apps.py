@@ -267,7 +267,7 @@ def build_segment_parser() -> argparse.ArgumentParser:
                              "(default: overlay.png for one image, overlays/ for several)")
     parser.add_argument("--alpha", type=float, default=0.5, help="opacity of the class colours")
     parser.add_argument("--last-attn", default="segearth", choices=farslip.LAST_ATTN_TYPES, help="dense variant")
-    parser.add_argument("--long-side", type=int, default=None, help="resize long side (default: 2 x model size)")
+    parser.add_argument("--long-side", type=int, default=None, help="resize long side (default 448: the paper's 448/224/112 windows)")
     parser.add_argument("--save-labels", default=None,
                         help="also write the class index map (uint8): a file for one image (.png, or .tif to keep a "
                              "GeoTIFF's georeferencing), a folder for several (<stem>_labels.tif for TIFF inputs, "

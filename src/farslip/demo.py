@@ -105,13 +105,12 @@ def chance_levels(world: dict) -> dict[str, float]:
         ret.append(float(np.mean(recalls)))
     seg = []
     for spec in SEGMENTATION.values():
-        folder = ovss / spec.dir
-        if not folder.is_dir():
+        found = spec.find(ovss)
+        if found is None:
             continue
-        classes = read_class_synonyms(folder / "classes.txt")
+        classes = read_class_synonyms(found.folder / "classes.txt")
         counts = np.zeros(len(classes))
-        for _, ann in segmentation_pairs(folder / "img_dir" / spec.split, folder / "ann_dir" / spec.split,
-                                         spec.ann_suffix):
+        for _, ann in segmentation_pairs(found.images, found.labels, spec.ann_suffix, spec.img_suffix):
             labels = load_label_map(ann, spec.reduce_zero_label)
             counts += np.bincount(labels[labels < len(classes)].ravel(), minlength=len(classes))[: len(classes)]
         total, k = counts.sum(), len(classes)
@@ -226,11 +225,11 @@ def overlays(models: dict[str, torch.nn.Module], world: dict, path: Path, count:
     from .eval.report import palette
     from .eval.segmentation import build_queries, segment_labels
 
-    spec = next(s for s in SEGMENTATION.values() if (Path(world["ovss"]) / s.dir).is_dir())
-    folder = Path(world["ovss"]) / spec.dir
-    classes = read_class_synonyms(folder / "classes.txt")
+    spec = next(s for s in SEGMENTATION.values() if s.find(Path(world["ovss"])))
+    found = spec.locate(Path(world["ovss"]))
+    classes = read_class_synonyms(found.folder / "classes.txt")
     colours = palette(len(classes))
-    pairs = segmentation_pairs(folder / "img_dir" / spec.split, folder / "ann_dir" / spec.split, spec.ann_suffix)
+    pairs = segmentation_pairs(found.images, found.labels, spec.ann_suffix, spec.img_suffix)
     run = Runtime(batch_size=64, workers=0)
     queries = {row: build_queries(model, farslip.get_tokenizer(model), classes, run) for row, model in models.items()}
     truths = {pair: load_label_map(pair[1], spec.reduce_zero_label) for pair in pairs}

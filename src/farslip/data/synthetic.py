@@ -37,7 +37,7 @@ from .synth.layouts import (CLASSIFICATION_SETS, IGNORE, OVSS_SETS, RETRIEVAL_SE
                             SKYSCRIPT_VAL_CSV, OvssSet)
 from .synth.scene import SceneObject, render_scene, stream_rng
 from .synth.vocab import OBJECT_CATEGORIES, SCENE_CLASSES
-from .synth.writers import encode_jpeg, encode_png, tar_bytes, write_bytes, write_csv, write_json, write_text
+from .synth.writers import encode_image, encode_jpeg, tar_bytes, write_bytes, write_csv, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +125,8 @@ def produce(seed: int, task: Task) -> Product:
     if task.ovss is not None:
         spec = next(s for s in OVSS_SETS if s.name == task.ovss)
         image = scene.image.copy()
-        label = encode_png(_ovss_labels(seed, task, spec, image, scene.semantic))
-        data = encode_png(image)
+        label = encode_image(_ovss_labels(seed, task, spec, image, scene.semantic), spec.ann_suffix)
+        data = encode_image(image, spec.img_suffix)
     else:
         data = encode_jpeg(scene.image)
     return Product(scene.scene_class, scene.width, scene.height, scene.objects, texts, data, label)
@@ -307,18 +307,18 @@ def _write_retrieval(bench: Path, scale: Scale, render: _Renderer) -> None:
     write_csv(bench / SKYSCRIPT_VAL_CSV, ("filepath", "title"), rows)
 
 
-# ---------------------------------------------------------------- OVSS (img_dir / ann_dir)
+# ---------------------------------------------------------------- OVSS (the registry's layout)
 
 def _write_ovss(root: Path, scale: Scale, render: _Renderer) -> None:
     for spec in OVSS_SETS:
-        base = root / "ovss" / spec.name
+        folders = spec.folders(root / "ovss")
         tasks = [Task(f"ovss-{spec.name}", i, "ovss", scene_class=SCENE_CLASSES[i % len(SCENE_CLASSES)],
                       ovss=spec.name) for i in range(scale.ovss)]
         for task, product in zip(tasks, render(tasks)):
             stem = f"{spec.name.lower()}_{task.index:05d}"
-            write_bytes(base / "img_dir" / spec.split / f"{stem}.png", product.image)
-            write_bytes(base / "ann_dir" / spec.split / f"{stem}{spec.ann_suffix}", product.label)
-        write_text(base / "classes.txt", "\n".join(spec.classes) + "\n")
+            write_bytes(folders.images / f"{stem}{spec.img_suffix}", product.image)
+            write_bytes(folders.labels / f"{stem}{spec.ann_suffix}", product.label)
+        write_text(folders.folder / "classes.txt", "\n".join(spec.classes) + "\n")
 
 
 # ---------------------------------------------------------------- the world
@@ -400,8 +400,13 @@ def readme_text(seed: int, scale: str, s: Scale) -> str:
                           for c in CLASSIFICATION_SETS)
     ret_lines = "\n".join(f"  - `{p}`" for p in RETRIEVAL_SETS.values())
     ovss_names = ",".join(o.name for o in OVSS_SETS)
+    def where(o) -> str:
+        layout = o.registered.layouts[0]
+        return (f"`ovss/{layout.folder}/` (`{layout.images.format(split=o.split)}/*{o.img_suffix}`, "
+                f"`{layout.labels.format(split=o.split)}/*{o.ann_suffix}`, `classes.txt`)")
+
     ovss_lines = "\n".join(
-        f"- `ovss/{o.name}/` (`img_dir/{o.split}`, `ann_dir/{o.split}`, `classes.txt`): "
+        f"- {o.name}: {where(o)}: "
         + ("label 0 = no data (ignored), classes start at 1 (reduce-zero-label)" if o.reduce_zero_label
            else "label 0 is the class `background`") + ", 255 = ignore"
         for o in OVSS_SETS)
@@ -468,9 +473,11 @@ Three of the registered sets are imitated, so name them:
     farslip eval all --model M --pretrained CKPT --data-root DIR/benchmarks --seg-data-root DIR/ovss \\
         --seg-datasets {ovss_names}
 
-Images are PNG; label maps are single-channel uint8 PNG named after the image's stem (iSAID's
-end in `_instance_color_RGB.png`, as mmsegmentation's converted iSAID does). `classes.txt`: one
-class per line, comma-separated synonyms.
+The folders, names and file types are those the paper's evaluation framework reads (the
+mmsegmentation converters' output): OpenEarthMap's images and label maps are uncompressed TIFF,
+the others PNG; label maps are single-channel uint8 named after the image's stem (iSAID's end in
+`_instance_color_RGB.png`, as mmsegmentation's converted iSAID does). `classes.txt`: one class per
+line, comma-separated synonyms.
 {ovss_lines}
 """
 

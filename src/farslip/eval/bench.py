@@ -4,7 +4,9 @@ Runs the evaluators' own steps on the synthetic world's sets, per model: the one
 (the classification classifier: 2 prompts per class; the OVSS queries: 80 templates per synonym;
 the retrieval captions) and the image side, whose throughput is the number that scales with a
 benchmark's size. Image passes are timed after an untimed warm-up pass. Segmentation counts
-original images (9 windows each at the default long side of 2 x the model's image size).
+original images (resized to a long side of 448 and cut into up to 3 x 3 224-px windows, each
+resized to the model's input: the reference geometry; ``--window-geometry model`` measures the
+geometry scaled with the model instead).
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from .classification import PROMPTS
 from .datasets import read_class_synonyms, read_classnames, segmentation_pairs
 from .encode import Runtime, encode_image_files, encode_texts, text_classifier
 from .registry import CLASSIFICATION, RETRIEVAL, SEGMENTATION
-from .segmentation import build_queries, segment_folder, window_size
+from .segmentation import WINDOW_GEOMETRIES, build_queries, geometry_for, segment_folder
 
 TASKS = ("classification", "retrieval", "segmentation")
 
@@ -38,19 +40,20 @@ def _timed(fn):
     return out, time.perf_counter() - start
 
 
-def measure(model, tokenizer, world: Path, task: str, run: Runtime) -> dict:
+def measure(model, tokenizer, world: Path, task: str, run: Runtime, geometry: str = "reference") -> dict:
     """Text-side seconds and image-side images/s of ``task`` on its first synthetic set."""
     transform = eval_transform(model.visual.image_size)
     if task == "segmentation":
         spec = SEGMENTATION["OpenEarthMap"]
-        folder = world / "ovss" / spec.dir
-        pairs = segmentation_pairs(folder / "img_dir" / spec.split, folder / "ann_dir" / spec.split, spec.ann_suffix)
-        queries, text_s = _timed(lambda: build_queries(model, tokenizer, read_class_synonyms(folder / "classes.txt"), run))
+        found = spec.locate(world / "ovss")
+        pairs = segmentation_pairs(found.images, found.labels, spec.ann_suffix, spec.img_suffix)
+        queries, text_s = _timed(lambda: build_queries(model, tokenizer, read_class_synonyms(found.folder / "classes.txt"),
+                                                       run))
         texts = queries.weights.shape[1] * len(OPENAI_IMAGENET_TEMPLATES)
 
         def images():
             return segment_folder(model, queries, pairs, reduce_zero_label=spec.reduce_zero_label, last_attn="segearth",
-                                  run=run, long_side=2 * window_size(model), num_examples=0)
+                                  run=run, geometry=geometry_for(model, geometry), num_examples=0)
         count = len(pairs)
     else:
         spec = CLASSIFICATION["aid"] if task == "classification" else RETRIEVAL["RSICD"]
@@ -85,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=0, help="data loader workers")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--window-geometry", default="reference", choices=WINDOW_GEOMETRIES,
+                        help="segmentation windows: the paper's 448/224/112, or scaled with the model")
     parser.add_argument("--json", default=None, help="also write the rows here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -97,9 +102,10 @@ def main(argv: list[str] | None = None) -> int:
             model = farslip.create_model(name, precision=args.precision, device=args.device).eval()
             tokenizer = farslip.get_tokenizer(model)
             for task in args.tasks.split(","):
-                rows.append({"model": name, **measure(model, tokenizer, world, task, run)})
+                rows.append({"model": name, **measure(model, tokenizer, world, task, run, args.window_geometry)})
     print(f"device {args.device}, precision {args.precision}, torch threads {torch.get_num_threads()}, "
-          f"batch {args.batch_size}, workers {args.workers}, world {args.scale}\n")
+          f"batch {args.batch_size}, workers {args.workers}, world {args.scale}, "
+          f"segmentation windows {args.window_geometry}\n")
     print("| model | task | texts | text side (s) | images | image side (s) | images/s |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:

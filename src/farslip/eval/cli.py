@@ -34,7 +34,7 @@ from .registry import CAPTION_PREFIX, CLASSIFICATION, RETRIEVAL, SEGMENTATION, T
 from .report import write_merged_report, write_report
 from .retrieval import evaluate_retrieval
 from .runner import DatasetFailed, run_datasets
-from .segmentation import evaluate_segmentation
+from .segmentation import WINDOW_GEOMETRIES, evaluate_segmentation
 
 log = logging.getLogger(__name__)
 
@@ -105,12 +105,18 @@ def _segmentation_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--last-attn", default="segearth", choices=farslip.LAST_ATTN_TYPES,
                        help="dense last-block variant")
     group.add_argument("--split", default=None,
-                       help="img_dir/ann_dir sub-folder (default: each registered set's own, val for --seg-dir)")
+                       help="the split folder (img_dir/<split>, or <split>/src for UDD5/VDD; default: each registered set's "
+                            "own, val for --seg-dir)")
     group.add_argument("--reduce-zero-label", action=argparse.BooleanOptionalAction, default=None,
                        help="label 0 = ignore, classes from 1 (default: per data set: on for LoveDA, Potsdam, "
                             "Vaihingen; off for --seg-dir)")
+    group.add_argument("--window-geometry", default="reference", choices=WINDOW_GEOMETRIES,
+                       help="reference: long side 448, 224-px windows, stride 112 for every model, each window "
+                            "resized to the model's input (the paper's protocol); model: long side 2 x the model's "
+                            "input, windows of its input, stride half of it")
     group.add_argument("--long-side", type=int, default=None,
-                       help="resize images to this long side (default: 2 x the model's image size, 448 for 224)")
+                       help="resize images to this long side (default: 448, or 2 x the model's input with "
+                            "--window-geometry model)")
     group.add_argument("--num-examples", type=int, default=3, help="PNG panels written per data set")
 
 
@@ -149,13 +155,16 @@ def build_parser() -> argparse.ArgumentParser:
     ret.add_argument("--name", default=None, help="name of the --csv data set in the report (default: its stem)")
 
     seg = sub.add_parser("segmentation", formatter_class=fmt, help="open-vocabulary semantic segmentation",
-                         description="Open-vocabulary semantic segmentation: --data-root DIR holds "
-                                     "DIR/<name>/img_dir/<split> and ann_dir/<split>; DIR/<name>/classes.txt, "
+                         description="Open-vocabulary semantic segmentation: --data-root DIR holds the "
+                                     "converted sets as the paper's evaluation framework reads them (e.g. "
+                                     "DIR/loveDA/img_dir/val + ann_dir/val, DIR/UDD5/val/src + val/gt; "
+                                     "docs/EVALUATION.md lists every path tried); a classes.txt in a set's folder, "
                                      f"when present, overrides the packaged class list. Registered: "
                                      f"{', '.join(SEGMENTATION)}. {absent}")
     seg.add_argument("--datasets", default=None,
                      help="comma-separated registered names (default: every registered set present)")
-    seg.add_argument("--seg-dir", default=None, help="evaluate this folder (img_dir/, ann_dir/) instead")
+    seg.add_argument("--seg-dir", default=None,
+                     help="evaluate this folder instead (img_dir/<split> + ann_dir/<split>, or <split>/src + <split>/gt)")
     seg.add_argument("--classes", default=None, help="class file of --seg-dir (default: its classes.txt)")
     seg.add_argument("--ann-suffix", default=".png", help="label map name = image stem + this, for --seg-dir")
     seg.add_argument("--name", default=None, help="name of the --seg-dir data set in the report (default: folder name)")
@@ -299,7 +308,8 @@ def _task_runs(args: argparse.Namespace) -> dict:
     common = dict(batch_size=args.batch_size, workers=args.workers, device=args.device, precision=args.precision,
                   keep_going=args.keep_going)
     seg_common = dict(last_attn=args.last_attn, split=args.split, reduce_zero_label=args.reduce_zero_label,
-                      long_side=args.long_side, num_examples=args.num_examples) if hasattr(args, "last_attn") else {}
+                      long_side=args.long_side, window_geometry=args.window_geometry,
+                      num_examples=args.num_examples) if hasattr(args, "last_attn") else {}
     if getattr(args, "csv", None):
         args.csv = str(resolve_user_path(args.csv, args.data_root, "--csv"))
     if getattr(args, "classnames", None):

@@ -1,15 +1,18 @@
 """Where each synthetic data set goes on disk and how its labels are spelled.
 
 The paths and label conventions imitate the real benchmark layouts of SPEC section 6 (the
-SkyScript benchmark tree for classification and retrieval, the converted ``img_dir``/``ann_dir``
-tree of the OVSS benchmarks), so the readers written for real data read these files unchanged.
+SkyScript benchmark tree for classification and retrieval, the OVSS folders as the paper's
+evaluation framework reads them, taken from the evaluation registry), so the readers written for
+real data read these files unchanged.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from ...eval.registry import SEGMENTATION, SegmentationFolders, SegmentationSet
 from .vocab import SEMANTIC_CLASSES
 
 
@@ -53,15 +56,41 @@ IGNORE = 255
 @dataclass(frozen=True)
 class OvssSet:
     """An OVSS data set: its class lines (comma-separated synonyms), the label value written for
-    each world semantic class, and whether 0 is "ignore" with classes from 1 (reduce-zero-label)."""
+    each world semantic class, and the value of classes the set does not name. Where its files
+    go, their suffixes, its split and whether 0 is "ignore" with classes from 1 (reduce-zero-label)
+    come from the evaluation registry (``farslip.eval.registry.SEGMENTATION``), the one place that
+    says so: the world is written exactly where the evaluator looks first."""
 
     name: str
-    split: str
     classes: tuple[str, ...]
-    mapping: dict[str, int]  # world semantic class -> label value in ann_dir
-    reduce_zero_label: bool
+    mapping: dict[str, int]  # world semantic class -> label value in the label maps
     default: int  # label value of world classes the set does not name
-    ann_suffix: str = ".png"  # label map name = image stem + this (mmseg's seg_map_suffix)
+
+    @property
+    def registered(self) -> SegmentationSet:
+        return SEGMENTATION[self.name]
+
+    @property
+    def split(self) -> str:
+        return self.registered.split
+
+    @property
+    def reduce_zero_label(self) -> bool:
+        return self.registered.reduce_zero_label
+
+    @property
+    def img_suffix(self) -> str:
+        return self.registered.img_suffix
+
+    @property
+    def ann_suffix(self) -> str:
+        """Label map name = image stem + this (mmseg's seg_map_suffix)."""
+        return self.registered.ann_suffix
+
+    def folders(self, root: Path) -> SegmentationFolders:
+        """The set's folder, image folder and label folder under the OVSS root (the registry's
+        first spelling)."""
+        return self.registered.candidates(root)[0]
 
     def lut(self) -> np.ndarray:
         """A 256-entry table from world semantic ids to this set's label values."""
@@ -74,28 +103,28 @@ class OvssSet:
 OVSS_SETS: tuple[OvssSet, ...] = (
     # Label 0 is a real class ("background"), as in OpenEarthMap, iSAID and UAVid.
     OvssSet(
-        "OpenEarthMap", "val",
+        "OpenEarthMap",
         ("background", "bareland,barren land,sand", "rangeland,grass", "developed space,pavement",
          "road,bridge", "tree,forest", "water", "agriculture land,farmland,cropland", "building,roof"),
         {"sand": 1, "grass": 2, "pavement": 3, "road": 4, "bridge": 4, "woodland": 5, "tree": 5,
          "water": 6, "farmland": 7, "building": 8},
-        reduce_zero_label=False, default=0,
+        default=0,
     ),
     OvssSet(
-        "iSAID", "val",
+        "iSAID",
         ("background", "ship,boat", "storage tank,tank", "tennis court", "bridge",
          "small vehicle,car", "swimming pool,pool", "plane,airplane"),
         {"ship": 1, "storage tank": 2, "tennis court": 3, "bridge": 4, "car": 5, "swimming pool": 6,
          "airplane": 7},
-        reduce_zero_label=False, default=0, ann_suffix="_instance_color_RGB.png",
+        default=0,
     ),
     # Label 0 is "no data" (ignored) and classes start at 1, as in LoveDA, Potsdam and Vaihingen.
     OvssSet(
-        "LoveDA", "val",
+        "LoveDA",
         ("background,clutter", "building,roof", "road,bridge", "water", "barren,sand",
          "forest,tree", "agricultural,farmland"),
         {"building": 2, "road": 3, "bridge": 3, "water": 4, "sand": 5, "woodland": 6, "tree": 6,
          "farmland": 7},
-        reduce_zero_label=True, default=1,
+        default=1,
     ),
 )
