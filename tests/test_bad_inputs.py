@@ -713,3 +713,17 @@ def test_eval_with_no_registered_set_under_the_root_is_one_line(tmp_path, capsys
     assert _eval("classification", "--data-root", str(tmp_path / "empty"), "--output", str(tmp_path / "out")) == 2
     _one_error(capsys, "farslip eval: error: no registered data set of classification is present under",
                "farslip synth")
+
+
+def test_a_16_bit_tile_is_segmented_as_its_8_bit_equivalent(tmp_path):
+    import numpy as np
+
+    from farslip.eval.segmentation import prepare_image
+
+    rng = np.random.default_rng(0)
+    eight = rng.integers(0, 256, (24, 32), dtype=np.uint16)
+    Image.fromarray(eight * 257).save(tmp_path / "tile16.png")
+    Image.fromarray(eight.astype(np.uint8)).save(tmp_path / "tile8.png")
+    with Image.open(tmp_path / "tile16.png") as deep, Image.open(tmp_path / "tile8.png") as plain:
+        assert deep.mode == "I;16"
+        assert torch.equal(prepare_image(deep, 64), prepare_image(plain, 64))
