@@ -20,6 +20,7 @@ floating-point images (mode ``F``) are refused.
 from __future__ import annotations
 
 import io
+import itertools
 import logging
 import os
 import random
@@ -100,20 +101,33 @@ class FileItem:
 
 
 class EpochTagged(Sampler):
-    """Wraps a sampler with ``epoch``/``set_epoch`` (e.g. DistributedSampler) to yield ``(epoch, index)``."""
+    """Wraps a sampler with ``epoch``/``set_epoch`` (e.g. DistributedSampler) to yield ``(epoch, index)``.
+
+    :meth:`start_at` makes one epoch begin after its first ``offset`` indices (a mid-epoch
+    resume: the consumed batches times the batch size); every other epoch is whole.
+    """
 
     def __init__(self, sampler: Sampler) -> None:
         self.sampler = sampler
+        self.offset_epoch, self.offset = -1, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)
 
+    def start_at(self, epoch: int, offset: int) -> None:
+        if not 0 <= offset <= len(self.sampler):
+            raise ValueError(f"offset {offset} outside this rank's {len(self.sampler)} indices")
+        self.offset_epoch, self.offset = epoch, offset
+
+    def _skip(self) -> int:
+        return self.offset if self.sampler.epoch == self.offset_epoch else 0
+
     def __iter__(self) -> Iterator[tuple[int, int]]:
         epoch = self.sampler.epoch
-        return ((epoch, index) for index in self.sampler)
+        return ((epoch, index) for index in itertools.islice(self.sampler, self._skip(), None))
 
     def __len__(self) -> int:
-        return len(self.sampler)
+        return len(self.sampler) - self._skip()
 
 
 class ImageFileDataset(Dataset):

@@ -31,6 +31,19 @@ without one usable sample, or without any sample at all, stop the run with a
 
 ``--train-data`` paths on the local disk are checked at start-up: a shard that does not exist,
 or a glob (``/rs5m/*.tar``, expanded here, sorted) that matches no file, is an error at once.
+
+Mid-epoch resume: every batch carries ``position`` = (worker, raw samples taken, batches made),
+where *worker* is the logical worker that made it and *raw samples taken* counts every sample
+drawn from its shuffled raw stream so far (bad ones included). A DataLoader hands out an
+IterableDataset's batches round-robin over its workers (worker 0, 1, ..., 0, 1, ...), so batch
+``i`` of an epoch comes from logical worker ``i % workers``. :meth:`RS5MStream.resume_at` takes
+the positions of the last batch each worker had delivered when ``batches`` batches were consumed;
+in that epoch each worker then re-creates its shuffled raw stream, passes over the samples it had
+taken *without decoding them* (the tar is read, no image is decoded), makes only its remaining
+batches, and the loader's worker ids are rotated by ``batches % workers`` so the round-robin goes
+on with the worker whose turn it was. The batches that follow are then exactly those an
+uninterrupted epoch would have given. Bad samples met before a position were counted in the
+batches already consumed; those after it are met and counted again by the resumed stream.
 """
 from __future__ import annotations
 
@@ -40,7 +53,10 @@ import logging
 import multiprocessing as mp
 import os
 import random
+from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
+
+import torch
 
 import webdataset as wds
 from PIL import Image
@@ -55,6 +71,7 @@ IMAGE_MEMBERS = ("img_content", "jpg", "jpeg", "png", "webp")
 CAPTION_MEMBERS = ("caption", "txt")
 SHUFFLE_BUFFER = 2000
 SHUFFLE_INITIAL = 500
+POSITION_KEY = "position"
 MAX_BAD_IN_A_ROW = 1000
 GLOB_CHARS = "*?["
 
@@ -173,6 +190,33 @@ class SharedEpoch:
         return self.value.value
 
 
+@dataclass(frozen=True)
+class StreamStart:
+    """Where the workers of one rank resume inside ``epoch`` (see the module docstring).
+
+    ``batches``: batches of the epoch this rank had consumed; ``taken[w]`` / ``made[w]``: raw
+    samples logical worker ``w`` had taken from its stream / batches it had made, as carried by
+    the last of its batches that was consumed (0, 0 for a worker none of whose batches was).
+    """
+
+    epoch: int
+    batches: int
+    taken: tuple[int, ...]
+    made: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.taken) != len(self.made) or not self.taken:
+            raise ValueError(f"a stream start needs one (taken, made) pair per worker, got {self}")
+        if sum(self.made) != self.batches:
+            raise ValueError(f"the workers made {sum(self.made)} batches but {self.batches} were consumed")
+
+
+def pass_over(stream: Iterator[dict], count: int) -> None:
+    """Draw ``count`` raw samples from ``stream`` and drop them (nothing is decoded)."""
+    for _ in itertools.islice(stream, count):
+        pass
+
+
 def _first_member(sample: dict, names: tuple[str, ...]) -> bytes:
     for name in names:
         if name in sample:
@@ -219,6 +263,14 @@ class RS5MStream(IterableDataset):
         self.rank, self.world_size = rank, world_size
         self.resampled = resampled
         self.shuffle_buffer = shuffle_buffer
+        self.start: Optional[StreamStart] = None
+
+    def resume_at(self, start: StreamStart) -> None:
+        """Begin epoch ``start.epoch`` where ``start`` says (other epochs begin at their start).
+
+        Call before the loader's workers start (its first ``iter``): they copy the dataset then.
+        """
+        self.start = start
 
     def __len__(self) -> int:
         return self.num_batches
@@ -251,18 +303,32 @@ class RS5MStream(IterableDataset):
                 raise DataError(f"rank {self.rank} worker {worker}: no sample could be read from {_shards(urls)} "
                                 "(see the read errors above)")
 
+    def _start_of(self, epoch: int, loader_id: int, num_workers: int) -> tuple[int, int, int]:
+        """(logical worker, raw samples already taken, batches already made) of a loader worker."""
+        start = self.start if self.start is not None and self.start.epoch == epoch else None
+        if start is None:
+            return loader_id, 0, 0
+        if len(start.taken) != num_workers:
+            raise ValueError(f"the stream position was recorded with {len(start.taken)} worker(s); "
+                             f"this loader has {num_workers}")
+        worker = (loader_id + start.batches) % num_workers
+        return worker, start.taken[worker], start.made[worker]
+
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
-        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        loader_id, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         epoch = self.epoch.get()
+        worker, taken, made = self._start_of(epoch, loader_id, num_workers)
         my_batches = self.num_batches // num_workers + (worker < self.num_batches % num_workers)
         check = StreamCheck(self.rank, worker)
         stream = self.raw_samples(epoch, worker, num_workers, check)
         batch: list[dict] = []
-        skipped = made = 0
+        skipped = 0
         try:
+            pass_over(stream, taken)
             while made < my_batches:
                 raw = next(stream)
+                taken += 1
                 try:
                     image, caption = decode_sample(raw)
                 except BadSample as exc:
@@ -275,7 +341,10 @@ class RS5MStream(IterableDataset):
                 batch.append({**self.views(image, caption, seed), "skipped": skipped})
                 skipped = 0
                 if len(batch) == self.batch_size:
-                    yield self.collate(batch)
-                    batch, made = [], made + 1
+                    made += 1
+                    out = self.collate(batch)
+                    out[POSITION_KEY] = torch.tensor([worker, taken, made], dtype=torch.long)
+                    yield out
+                    batch = []
         finally:
             stream.close()  # closes the open shard now, not at garbage collection

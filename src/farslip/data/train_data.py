@@ -9,7 +9,9 @@ A batch is a dict of CPU tensors (B images, N = ``--max-boxes``, S = image size,
   ``obj_text`` [Mo, L], ``obj_label`` [Mo] long (-1: free text, no category);
 - ``skipped``: long scalar, bad samples this worker skipped since its previous batch;
 - MGRS objects: ``dropped_boxes`` [len(DROP_REASONS)] long, the objects of the batch's images
-  looked at and not kept, per reason of :data:`farslip.data.mgrs.DROP_REASONS`.
+  looked at and not kept, per reason of :data:`farslip.data.mgrs.DROP_REASONS`;
+- webdataset only: ``position`` [3] long, (worker, raw samples taken, batches made) after this
+  batch (see :mod:`farslip.data.rs5m`), for step checkpoints and exact mid-epoch resume.
 
 Padding exists only in the masks and boxes: no image tensor is built for a padding slot.
 Training batches always hold ``batch_size`` images (bad samples are skipped and replaced, see
@@ -29,7 +31,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from .csv_data import check_files, image_root, read_pairs
 from .image_files import EpochTagged, ImageFileDataset, probe_images
 from .mgrs import DROP_REASONS, MgrsItems
-from .rs5m import RS5MStream, SharedEpoch, check_shards, expand_shards
+from .rs5m import RS5MStream, SharedEpoch, StreamStart, check_shards, expand_shards
 from .transforms import eval_transform, squash_transform
 from .views import CROP_METHODS, ViewMaker
 
@@ -81,13 +83,19 @@ class Collate:
 
 @dataclass
 class DataInfo:
-    """A loader with its epoch length; ``set_epoch`` reshuffles (DistributedSampler / shared epoch)."""
+    """A loader with its epoch length; ``set_epoch`` reshuffles (DistributedSampler / shared epoch).
+
+    ``stream_workers`` is the number of logical workers of a webdataset stream (``--workers``,
+    at least 1) and 0 for map-style data, whose order does not depend on the workers.
+    """
 
     dataloader: DataLoader
     num_samples: int
     num_batches: int
     sampler: Optional[EpochTagged] = None
     shared_epoch: Optional[SharedEpoch] = None
+    batch_size: int = 0
+    stream_workers: int = 0
 
     def set_epoch(self, epoch: int) -> None:
         if self.sampler is not None:
@@ -95,10 +103,34 @@ class DataInfo:
         if self.shared_epoch is not None:
             self.shared_epoch.set(epoch)
 
+    def resume_at(self, epoch: int, batches: int, streams: Optional[list[tuple[int, int]]] = None) -> None:
+        """Let ``epoch`` begin after its first ``batches`` batches (this rank's).
 
-def _loader_kwargs(workers: int) -> dict:
+        Map-style data starts its sampler that many batches in; a webdataset stream needs the
+        (raw samples taken, batches made) of each of its workers, ``streams``. Call before the
+        first iteration of the loader.
+        """
+        if not 0 <= batches < self.num_batches:
+            raise ValueError(f"cannot resume after batch {batches} of an epoch of {self.num_batches}")
+        if self.sampler is not None:
+            self.sampler.start_at(epoch, batches * self.batch_size)
+            return
+        if streams is None or len(streams) != self.stream_workers:
+            raise ValueError(f"a webdataset stream resumes with one position per worker "
+                             f"({self.stream_workers}), got {streams!r}")
+        start = StreamStart(epoch, batches, tuple(int(t) for t, _ in streams), tuple(int(m) for _, m in streams))
+        self.dataloader.dataset.resume_at(start)
+
+
+def _loader_kwargs(workers: int, seed: int) -> dict:
+    """Worker settings of the training loaders. The loader draws its workers' base seed from its
+    own generator, not from torch's global one, so creating an iterator (each epoch with
+    ``--workers 0``, once with persistent workers) never moves the training RNG: a resumed run's
+    global RNG follows the uninterrupted run's. (The data draws nothing from worker seeds: every
+    sample's randomness comes from its own seed, see :mod:`farslip.data.views`.)"""
     return dict(
-        num_workers=workers, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available()
+        num_workers=workers, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
+        generator=torch.Generator().manual_seed(seed),
     )
 
 
@@ -126,10 +158,11 @@ def _webdataset(args: argparse.Namespace, views: ViewMaker, collate: Collate, ep
         urls, views, collate, args.batch_size, num_batches, shared_epoch,
         seed=args.seed, rank=args.rank, world_size=args.world_size, resampled=args.dataset_resampled,
     )
-    loader = DataLoader(dataset, batch_size=None, **_loader_kwargs(args.workers))
+    loader = DataLoader(dataset, batch_size=None, **_loader_kwargs(args.workers, args.seed))
     logger.info("train data: %d shard(s), %d batch(es) of %d per rank per epoch",
                 len(urls), num_batches, args.batch_size)
-    return DataInfo(loader, num_batches * args.batch_size * args.world_size, num_batches, shared_epoch=shared_epoch)
+    return DataInfo(loader, num_batches * args.batch_size * args.world_size, num_batches, shared_epoch=shared_epoch,
+                    batch_size=args.batch_size, stream_workers=workers)
 
 
 def _file_dataset(args: argparse.Namespace, views: ViewMaker, collate: Collate, objects: bool, epoch: int) -> DataInfo:
@@ -157,11 +190,12 @@ def _file_dataset(args: argparse.Namespace, views: ViewMaker, collate: Collate, 
         )
     loader = DataLoader(
         dataset, batch_size=args.batch_size, sampler=sampler, drop_last=True, collate_fn=collate,
-        **_loader_kwargs(args.workers),
+        **_loader_kwargs(args.workers, args.seed),
     )
     logger.info("train data: %d item(s), %d batch(es) of %d per rank per epoch",
                 len(dataset), num_batches, args.batch_size)
-    return DataInfo(loader, num_batches * args.batch_size * args.world_size, num_batches, sampler=sampler)
+    return DataInfo(loader, num_batches * args.batch_size * args.world_size, num_batches, sampler=sampler,
+                    batch_size=args.batch_size)
 
 
 def get_train_data(

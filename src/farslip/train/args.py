@@ -157,6 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("--resume", default=None, help="checkpoint path, or 'latest' for this run's")
     lg.add_argument("--save-frequency", type=int, default=1,
                     help="write epoch_N.pt every N epochs (epoch_latest.pt always); 0 = never")
+    lg.add_argument("--save-every-n-steps", type=int, default=0,
+                    help="also write checkpoints/step_<global step>.pt every N optimizer steps "
+                    "inside an epoch, with the data position, so --resume latest continues at the "
+                    "next batch; 0 = off, as the published recipe (scripts/stage1.sh and "
+                    "stage2.sh pass 1000; see docs/TRAINING.md)")
+    lg.add_argument("--keep-checkpoints", type=int, default=None,
+                    help="keep the newest K step_*.pt files and delete older ones (epoch_N.pt "
+                    "files are never deleted); 0 = keep all; default: 2 when --save-every-n-steps is on")
     lg.add_argument("--val-frequency", type=int, default=1, help="validate every N epochs")
     lg.add_argument("--log-every-n-steps", type=int, default=100, help="log every N steps")
     lg.add_argument("--report-to", nargs="+", default=[], metavar="{tensorboard,wandb,none}",
@@ -257,9 +265,15 @@ def _checks(a: argparse.Namespace) -> list[str]:
         if getattr(a, flag) < 1:
             bad.append(f"--{flag.replace('_', '-')} must be >= 1 (got {getattr(a, flag)})")
     for flag in ("workers", "warmup", "save_frequency", "min_size", "max_skipped_steps",
-                 "check_grads_every"):
+                 "check_grads_every", "save_every_n_steps"):
         if getattr(a, flag) < 0:
             bad.append(f"--{flag.replace('_', '-')} must be >= 0 (got {getattr(a, flag)})")
+    if a.keep_checkpoints is not None:
+        if a.keep_checkpoints < 0:
+            bad.append(f"--keep-checkpoints must be >= 0 (got {a.keep_checkpoints})")
+        elif not a.save_every_n_steps:
+            bad.append("--keep-checkpoints rotates step checkpoints, which only "
+                       "--save-every-n-steps N writes (epoch_N.pt files are never deleted)")
     if a.max_size < a.min_size:
         bad.append(f"--max-size {a.max_size} is below --min-size {a.min_size}")
     if a.resume not in (None, "latest") and not os.path.isfile(a.resume):
@@ -334,4 +348,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     a.objects = mgrs and ("local_itc" in a.loss_type or (distill and a.local_method == "objects"))
     a.crops = distill and a.local_method != "objects"
     a.distill_views = "objects" if distill and a.local_method == "objects" else "crops"
+    if a.keep_checkpoints is None:
+        a.keep_checkpoints = 2
     return a  # --pretrained none goes to create_model as is (random weights, also for a named checkpoint)

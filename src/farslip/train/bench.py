@@ -22,6 +22,8 @@ More measurements, each its own sub-command:
   on any device by the ops that make the host wait for a CUDA device (see :class:`SyncCounter`).
 * ``python scripts/bench.py train guard``: the divergence guard's per-step gradient check (one
   pass over the gradients) against none, on one trainer, timed round-robin.
+* ``python scripts/bench.py train resume``: a step checkpoint's write/load time and size, and the
+  cost of a mid-epoch resume passing over k RS5M samples undecoded (:mod:`.bench_resume`).
 """
 from __future__ import annotations
 
@@ -403,7 +405,14 @@ def guard_main(argv: list[str] | None = None) -> int:
     return 0
 
 
-SUBCOMMANDS = {"teacher": teacher_main, "syncs": syncs_main, "guard": guard_main}
+def resume_main(argv: list[str]) -> int:
+    from .bench_resume import main as run
+
+    return run(argv)
+
+
+SUBCOMMANDS = {"teacher": teacher_main, "syncs": syncs_main, "guard": guard_main,
+               "resume": resume_main}
 
 
 def main(argv: list[str] | None = None) -> int:
