@@ -5,7 +5,7 @@ The layers of ``src/farslip``, bottom to top (README, "Layout"):
 1. **base**: ``farslip.version``, ``farslip.atomic`` (the one atomic-write helper),
    ``farslip.transforms`` (the recipe's image transforms), ``farslip.losses``;
 2. **models**: ``farslip.models`` and the public API ``farslip`` (its ``__init__`` re-exports it);
-3. **command-line plumbing**: ``farslip.cli`` (the help formatter, the model / device flags, how a
+3. **command-line plumbing**: ``farslip.cli`` and ``farslip.errors`` (the help formatter, the model / device flags, how a
    user error is printed, the dispatcher and the small ``download`` / ``models`` commands);
 4. **data**: ``farslip.data`` (the training formats, CSV readers, views);
 5. **evaluation and training**: ``farslip.eval`` (registry, readers, metrics, the three tasks,
@@ -36,7 +36,7 @@ from tests._imports import PACKAGE, ROOT, cycles, describe, import_graph, module
 LAYERS = [
     ("base", ["farslip.version", "farslip.atomic", "farslip.transforms", "farslip.losses"]),
     ("models", ["farslip", "farslip.models"]),
-    ("command-line plumbing", ["farslip.cli"]),
+    ("command-line plumbing", ["farslip.cli", "farslip.errors"]),
     ("data", ["farslip.data"]),
     ("evaluation and training", ["farslip.eval", "farslip.train"]),
     ("tools", ["farslip.synth", "farslip.apps", "farslip.demo", "farslip.eval.cli", "farslip.eval.seed",

@@ -411,7 +411,7 @@ def test_cli_same_seed_gives_identical_bytes_with_workers(tmp_path, capsys):
     first, second = _hashes(out), _hashes(Path(again["root"]))
     assert len(first) > 80
     assert first == second
-    assert main(["--out", str(out), "--seed", "5", "--scale", "tiny", "--workers", "1", "--no-progress"]) == 1
+    assert main(["--out", str(out), "--seed", "5", "--scale", "tiny", "--workers", "1", "--no-progress"]) == 2  # exists: a user error
     assert main(["--out", str(out), "--seed", "5", "--scale", "tiny", "--overwrite", "--no-progress"]) == 0
     assert _hashes(out) == first
     other = write_world(tmp_path / "other", seed=6, scale="tiny")

@@ -7,6 +7,7 @@ import stat
 import pytest
 import torch
 
+import farslip
 from farslip.train import checkpoint
 
 
@@ -110,7 +111,8 @@ def test_load_rejects_weights_only_files_and_pickled_objects(tmp_path):
 
     evil = tmp_path / "evil.pt"
     torch.save({"epoch": 1, "step": 1, "state_dict": {}, "optimizer": Evil()}, evil)
-    with pytest.raises(Exception, match="[Ww]eights only"):
+    with pytest.raises(farslip.UnsafeCheckpointError,
+                       match=r"evil\.pt: refused to unpickle .*Evil.*not written by farslip train"):
         checkpoint.load(evil)
 
 

@@ -125,7 +125,7 @@ def test_kill_and_resume_reproduces_uninterrupted_run(tmp_path, monkeypatch):
     assert full["optimizer"]["state"].keys() == cut["optimizer"]["state"].keys()
 
 
-def test_mid_epoch_resume_from_a_step_checkpoint_reproduces_uninterrupted_run(tmp_path, monkeypatch):
+def test_mid_epoch_resume_from_a_step_checkpoint_reproduces_uninterrupted_run(tmp_path, monkeypatch, capsys):
     """MGRS json (sampler offset) with a bad item and an EMA teacher; the run stops inside epoch 1,
     after the step checkpoint at step 6 (batch 2 of 4); a changed layout is refused."""
     js, imgs = write_mgrs(tmp_path / "mgrs", items=9, broken=True)
@@ -147,9 +147,10 @@ def test_mid_epoch_resume_from_a_step_checkpoint_reproduces_uninterrupted_run(tm
     step6 = torch.load(ckpts / "step_6.pt", weights_only=True)
     assert step6["epoch"] == 1 and step6["position"]["epoch"] == 1
     assert step6["position"]["batches"] == 2 and step6["position"]["kind"] == "sampler"
-    with pytest.raises(SystemExit, match="seed 0 in the checkpoint, 1 in this run"):
-        train_main.main(stage2_flags(tmp_path, js, imgs, "cut", *flags, "--resume", "latest",
-                                     "--seed", "1"))
+    capsys.readouterr()
+    assert train_main.main(stage2_flags(tmp_path, js, imgs, "cut", *flags, "--resume", "latest",
+                                        "--seed", "1")) == 2  # a user error: one line
+    assert "seed 0 in the checkpoint, 1 in this run" in capsys.readouterr().err
     assert train_main.main(stage2_flags(tmp_path, js, imgs, "cut", *flags,
                                         "--resume", "latest")) == 0
     log = (tmp_path / "logs" / "cut" / "out.log").read_text()
@@ -164,11 +165,13 @@ def test_mid_epoch_resume_from_a_step_checkpoint_reproduces_uninterrupted_run(tm
             assert torch.equal(value, cut["optimizer"]["state"][index][key]), (index, key)
 
 
-def test_existing_run_folder_is_not_overwritten(tmp_path):
+def test_existing_run_folder_is_not_overwritten(tmp_path, capsys):
     js, imgs = write_mgrs(tmp_path / "mgrs")
     assert train_main.main(stage2_flags(tmp_path, js, imgs, "again")) == 0
-    with pytest.raises(SystemExit, match="--resume latest"):
-        train_main.main(stage2_flags(tmp_path, js, imgs, "again"))
+    capsys.readouterr()
+    assert train_main.main(stage2_flags(tmp_path, js, imgs, "again")) == 2  # a user error
+    err = capsys.readouterr().err
+    assert "farslip train: error: run folder" in err and "--resume latest" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("flags,message", [
@@ -214,11 +217,12 @@ def test_help_shows_defaults_and_off_switches(capsys):
         assert needle in text, needle
 
 
-def test_report_to_without_the_package_fails_before_training(tmp_path, monkeypatch):
+def test_report_to_without_the_package_fails_before_training(tmp_path, monkeypatch, capsys):
     import sys
 
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
     js, imgs = write_mgrs(tmp_path / "mgrs")
-    with pytest.raises(SystemExit, match="pip install tensorboard"):
-        train_main.main(stage2_flags(tmp_path, js, imgs, "tb", "--report-to", "tensorboard"))
+    assert train_main.main(stage2_flags(tmp_path, js, imgs, "tb", "--report-to", "tensorboard")) == 2
+    assert "farslip train: error: --report-to tensorboard needs the tensorboard package (pip install tensorboard)" \
+        in capsys.readouterr().err
     assert not (tmp_path / "logs" / "tb" / "checkpoints" / "epoch_latest.pt").exists()

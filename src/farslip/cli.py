@@ -10,8 +10,8 @@ importing the trainer. What every command shares is defined here, once:
 - :func:`add_model_args` / :func:`model_from_args`: the model flags of every command that loads a
   model (``eval``, ``classify``, ``segment``), with :func:`add_device_args` (``--device``,
   ``--precision``);
-- :func:`user_errors` / :func:`report_error` / :func:`run_command`: a user's mistake is printed as
-  ``farslip <command>: error: <message>`` with exit status 2, not a traceback.
+- what a user's mistake gets (``farslip <command>: error: <message>``, exit status 2, the traceback
+  only with ``--debug``) and the ``--device`` rule live in :mod:`farslip.errors`, used from here.
 
 The small ``download`` and ``models`` commands over the model library live here too, so that the
 model layer holds no command-line code. This module imports nothing of farslip at import time.
@@ -21,7 +21,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Callable, Optional
+from typing import Optional
+
+from .errors import DEVICE_HELP, add_debug_arg, message, resolve_device, user_errors
 
 # subcommand -> (module, one-line description)
 COMMANDS = {
@@ -36,7 +38,6 @@ COMMANDS = {
 }
 
 PRECISIONS = ("fp32", "fp16", "bf16", "amp", "amp_bf16")
-EXIT_USER_ERROR = 2  # argparse's own status for a bad flag
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -72,10 +73,9 @@ class CommandParser(argparse.ArgumentParser):
 # ---------------------------------------------------------------- model flags
 
 def add_device_args(group) -> None:
-    """``--device`` and ``--precision`` of the commands that run a model (a parser or a group)."""
-    import torch
-
-    group.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
+    """``--device`` (default ``auto``, :func:`farslip.errors.resolve_device`) and ``--precision`` of
+    the commands that run a model (a parser or a group)."""
+    group.add_argument("--device", default="auto", help=DEVICE_HELP)
     group.add_argument("--precision", default="fp32", choices=PRECISIONS,
                        help="fp32/fp16/bf16 cast the model; amp/amp_bf16 autocast")
 
@@ -109,34 +109,10 @@ def model_from_args(args: argparse.Namespace):
     from .models import create_model, get_tokenizer
 
     model = create_model(args.model, args.pretrained, force_quick_gelu=args.force_quick_gelu,
-                         long_text=args.long_text, precision=args.precision, device=args.device,
+                         long_text=args.long_text, precision=args.precision,
+                         device=resolve_device(args.device),
                          cache_dir=args.cache_dir, allow_unsafe=args.unsafe_load).eval()
     return model, get_tokenizer(model)
-
-
-# ---------------------------------------------------------------- user errors
-
-def user_errors() -> tuple[type[BaseException], ...]:
-    """What a command reports as ``error: ...`` with exit status 2 instead of a traceback: bad
-    values and formats, missing or existing files, checkpoint errors, a checkpoint neither cached
-    nor downloadable."""
-    from .models import CheckpointError, CheckpointNotAvailable
-
-    return (ValueError, FileNotFoundError, FileExistsError, CheckpointError, CheckpointNotAvailable)
-
-
-def report_error(prog: str, message: object) -> int:
-    """Print ``<prog>: error: <message>`` on standard error; returns :data:`EXIT_USER_ERROR`."""
-    print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
-    return EXIT_USER_ERROR
-
-
-def run_command(prog: str, body: Callable[[], int]) -> int:
-    """``body()``, with a user error (:func:`user_errors`) reported by :func:`report_error`."""
-    try:
-        return body()
-    except user_errors() as err:
-        return report_error(prog, err)
 
 
 # ---------------------------------------------------------------- farslip download / farslip models
@@ -152,20 +128,24 @@ def build_download_parser() -> argparse.ArgumentParser:
     parser.add_argument("names", nargs="+", help=f"registry names ({', '.join(list_names())}) or OWNER/REPO/FILE")
     parser.add_argument("--to", default=None, help="also copy the file into this folder (e.g. checkpoints/)")
     parser.add_argument("--cache-dir", default=None, help="hub cache folder (default: huggingface_hub's own)")
+    add_debug_arg(parser)
     return parser
 
 
 def main_download(argv: Optional[list[str]] = None) -> int:
     """`farslip download NAME [--to DIR]`: put a released checkpoint in the hub cache (and a folder)."""
-    from .models.hub import CheckpointNotAvailable, download
+    from .models.hub import download
 
     args = build_download_parser().parse_args(argv)
     status = 0
     for name in args.names:
         try:
             print(download(name, args.to, cache_dir=args.cache_dir))
-        except (CheckpointNotAvailable, ValueError) as err:
-            status = report_error("farslip download", f"{name}: {err}")  # the others are still fetched
+        except user_errors() as err:
+            if args.debug:
+                raise
+            print(f"farslip download: error: {name}: {message(err)}", file=sys.stderr, flush=True)
+            status = 2  # a user-side problem, as every command; the other names are still fetched
     return status
 
 
@@ -174,6 +154,7 @@ def main_models(argv: Optional[list[str]] = None) -> int:
     from .models.registry import REGISTRY
 
     parser = CommandParser(prog="farslip models", description=main_models.__doc__)
+    add_debug_arg(parser)  # accepted as by every command; this one reads no input
     parser.parse_args(argv)
     rows = [("name", "arch", "source", "text ctx", "notes")]
     rows += [(s.name, s.arch, s.source, str(s.context_length), s.note) for s in REGISTRY.values()]

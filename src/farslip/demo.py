@@ -37,6 +37,7 @@ import farslip
 
 from .atomic import atomic_write
 from .cli import CommandParser
+from .errors import add_debug_arg, run_command
 from .synth import Scale, write_world
 from .eval import evaluate_classification, evaluate_retrieval, evaluate_segmentation, write_report
 from .eval.datasets import load_label_map, read_classnames, read_class_synonyms, segmentation_pairs
@@ -303,12 +304,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="full: what make demo runs; reduced: the slow test's smaller run (default: full)")
     parser.add_argument("--model", default=None, help="architecture to train (default: ViT-Small-8)")
     parser.add_argument("--nproc", type=int, default=None, help="training processes (default: 2)")
+    add_debug_arg(parser)
     return parser
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    return run_command("farslip demo", args.debug, lambda: _demo(args))
+
+
+def _demo(args: argparse.Namespace) -> int:
+    if args.nproc is not None and args.nproc < 1:
+        raise ValueError(f"--nproc must be >= 1 (got {args.nproc})")
     cfg = PRESETS[args.preset]
     cfg = replace(cfg, **{k: v for k, v in dict(model=args.model, nproc=args.nproc).items() if v is not None})
     out = Path(args.out)

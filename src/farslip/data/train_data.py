@@ -8,6 +8,8 @@ A batch is a dict of CPU tensors (B images, N = ``--max-boxes``, S = image size,
 - with objects: ``obj`` [Mo, 3, S, S], ``obj_box`` [B, N, 4], ``obj_valid`` [B, N],
   ``obj_text`` [Mo, L], ``obj_label`` [Mo] long (-1: free text, no category);
 - ``skipped``: long scalar, bad samples this worker skipped since its previous batch;
+- MGRS objects: ``dropped_boxes`` [len(DROP_REASONS)] long, the objects of the batch's images
+  looked at and not kept, per reason of :data:`farslip.data.mgrs.DROP_REASONS`;
 - webdataset only: ``position`` [3] long, (worker, raw samples taken, batches made) after this
   batch (see :mod:`farslip.data.rs5m`), for step checkpoints and exact mid-epoch resume.
 
@@ -27,9 +29,9 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from .csv_data import check_files, image_root, read_pairs
-from .image_files import EpochTagged, ImageFileDataset
-from .mgrs import MgrsItems
-from .rs5m import RS5MStream, SharedEpoch, StreamStart, expand_shards
+from .image_files import EpochTagged, ImageFileDataset, probe_images
+from .mgrs import DROP_REASONS, MgrsItems
+from .rs5m import RS5MStream, SharedEpoch, StreamStart, check_shards, expand_shards
 from .transforms import eval_transform, squash_transform
 from .views import CROP_METHODS, ViewMaker
 
@@ -73,6 +75,9 @@ class Collate:
             batch["obj_text"] = self.tokenizer(texts) if texts else text.new_zeros((0, text.shape[1]))
             batch["obj_label"] = torch.tensor([y for s in samples for y in s["obj_label"]], dtype=torch.long)
         batch["skipped"] = torch.tensor(sum(s["skipped"] for s in samples), dtype=torch.long)
+        if "dropped_boxes" in samples[0]:
+            batch["dropped_boxes"] = torch.tensor(
+                [sum(s["dropped_boxes"].get(reason, 0) for s in samples) for reason in DROP_REASONS], dtype=torch.long)
         return batch
 
 
@@ -140,7 +145,7 @@ def _crop_method(args: argparse.Namespace, crops: bool) -> Optional[str]:
 def _webdataset(args: argparse.Namespace, views: ViewMaker, collate: Collate, epoch: int) -> DataInfo:
     if not args.train_num_samples:
         raise ValueError("--train-num-samples is required for --train-dataset-type webdataset (no size file)")
-    urls = expand_shards(args.train_data)
+    urls = check_shards(expand_shards(args.train_data), args.train_data)
     workers = max(args.workers, 1)
     if not args.dataset_resampled and len(urls) < args.world_size * workers:
         raise ValueError(
@@ -168,6 +173,7 @@ def _file_dataset(args: argparse.Namespace, views: ViewMaker, collate: Collate, 
     if args.train_num_samples:
         logger.info("--train-num-samples is ignored for %s data: an epoch is one pass", args.train_dataset_type)
     dataset = ImageFileDataset(items, image_root(args.train_data, args.root_train_img_dir), views, seed=args.seed)
+    probe_images(dataset, args.train_data)
     sampler = EpochTagged(
         DistributedSampler(
             dataset, num_replicas=args.world_size, rank=args.rank, shuffle=True, seed=args.seed, drop_last=True
@@ -178,7 +184,9 @@ def _file_dataset(args: argparse.Namespace, views: ViewMaker, collate: Collate, 
     if num_batches == 0:
         raise ValueError(
             f"{args.train_data}: {len(dataset)} item(s) give no full batch of {args.batch_size} "
-            f"on {args.world_size} rank(s)"
+            f"on {args.world_size} rank(s): "
+            + (f"lower --batch-size to at most {len(sampler)} (the items per rank)" if len(sampler)
+               else f"use at most {len(dataset)} rank(s)")
         )
     loader = DataLoader(
         dataset, batch_size=args.batch_size, sampler=sampler, drop_last=True, collate_fn=collate,

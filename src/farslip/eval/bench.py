@@ -59,7 +59,7 @@ def measure(model, tokenizer, world: Path, task: str, run: Runtime, geometry: st
     else:
         spec = CLASSIFICATION["aid"] if task == "classification" else RETRIEVAL["RSICD"]
         root = world / "benchmarks"
-        items = read_labels(str(root / spec.csv)) if task == "classification" \
+        items = read_labels(str(root / spec.csv))[0] if task == "classification" \
             else read_pairs(str(root / spec.csv), caption_column=spec.caption_key)
         paths = sorted({root / item.path for item in items})
         if task == "classification":

@@ -38,16 +38,18 @@ def classify_csv(model, tokenizer, csv: Path, classnames: Path, image_root: Path
                  desc: str = "classification") -> dict:
     """Top-1/top-5 of one CSV (``filepath``, ``label``) against the class list in ``classnames``.
 
-    Rows with an empty label are dropped; labels are class names or indices.
+    Rows with an empty filepath or label are dropped and counted (``rows``: read, used, dropped by
+    why; in results.json and results.md); labels are class names or indices.
     """
-    items = read_labels(str(csv))
+    items, rows = read_labels(str(csv))
     names = read_classnames(classnames)
     targets = torch.tensor(label_indices([item.label for item in items], names, csv))
     paths = checked_paths([item.path for item in items], image_root, csv)
     weights = text_classifier(model, tokenizer, names, PROMPTS, run)
     features = encode_image_files(model, paths, eval_transform(model.visual.image_size), run, desc)
     metrics = topk_accuracy(features @ weights, targets, ks=(1, 5))
-    return {**metrics, "num_images": len(paths), "num_classes": len(names), "csv": str(csv), "classnames": str(classnames)}
+    return {**metrics, "num_images": len(paths), "num_classes": len(names), "rows": rows, "csv": str(csv),
+            "classnames": str(classnames)}
 
 
 def evaluate_classification(model, tokenizer, data_root: Optional[PathLike], datasets: Optional[Sequence[str]] = None,

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import farslip
-from farslip.cli import CommandParser, add_model_args, model_from_args, run_command
+from farslip.cli import CommandParser, add_model_args, model_from_args
+from farslip.errors import add_debug_arg, resolve_device, run_command, user_errors
 from farslip.models.factory import LOCAL_DIR, is_random_weights
 from farslip.models.registry import HF_HUB
 
@@ -39,6 +40,8 @@ from .segmentation import WINDOW_GEOMETRIES, evaluate_segmentation
 log = logging.getLogger(__name__)
 
 DEFAULT_OUTPUT_ROOT = "eval_results"
+# What a command reports as "error: ..." with exit status 2 instead of a traceback (farslip.errors).
+USER_ERRORS = user_errors()
 
 
 def path_rule(flags: str) -> str:
@@ -68,6 +71,7 @@ def _run_args(parser: argparse.ArgumentParser) -> None:
                        help="evaluate the remaining data sets after one fails (the exit status is still 1)")
     group.add_argument("-v", "--verbose", action=argparse.BooleanOptionalAction, default=False,
                        help="debug logging")
+    add_debug_arg(group)
 
 
 def _segmentation_args(parser: argparse.ArgumentParser) -> None:
@@ -168,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "results.json).")
     rep.add_argument("results", nargs="+", help="results folders or results.json files, one table row each")
     rep.add_argument("--output", default=None, help="folder for report.md and the CSVs (default: print only)")
+    add_debug_arg(rep)
     return parser
 
 
@@ -345,7 +350,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("farslip").setLevel(logging.DEBUG if getattr(args, "verbose", False) else logging.INFO)
-    return run_command("farslip eval", lambda: _report(args) if args.task == "report" else _evaluate(args, argv))
+
+    def body() -> int:
+        if args.task == "report":
+            return _report(args)
+        args.device = resolve_device(args.device)
+        return _evaluate(args, argv)
+
+    return run_command("farslip eval", args.debug, body)
 
 
 def _report(args: argparse.Namespace) -> int:

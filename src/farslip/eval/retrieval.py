@@ -11,7 +11,7 @@ from typing import Optional, Sequence, Union
 
 from farslip.transforms import eval_transform
 
-from farslip.data.csv_data import read_pairs
+from farslip.data.csv_data import read_pairs_counted
 
 from .datasets import checked_paths, csv_set_present, require_dir, resolve_user_path
 from .encode import Runtime, encode_image_files, encode_texts
@@ -30,14 +30,17 @@ def dataset_present(data_root: PathLike, name: str) -> bool:
 
 def retrieve_csv(model, tokenizer, csv: Path, caption_key: str, prefix: str, image_root: Path, run: Runtime,
                  desc: str = "retrieval") -> dict:
-    """Recall metrics of one CSV (``filepath`` + ``caption_key``); ``prefix`` goes before each caption."""
-    items = read_pairs(str(csv), caption_column=caption_key)
+    """Recall metrics of one CSV (``filepath`` + ``caption_key``); ``prefix`` goes before each caption.
+
+    Rows with an empty filepath or caption are dropped and counted (``rows``: read, used, dropped by why).
+    """
+    items, rows = read_pairs_counted(str(csv), caption_column=caption_key)
     images, captions, pairs = deduplicate_pairs([item.path for item in items], [item.caption for item in items])
     paths = checked_paths(images, image_root, csv)
     image_features = encode_image_files(model, paths, eval_transform(model.visual.image_size), run, f"{desc} images")
     text_features = encode_texts(model, tokenizer, [prefix + c for c in captions], run, f"{desc} texts")
     metrics = retrieval_recall(image_features, text_features, pairs)
-    return {**metrics, "num_rows": len(items), "num_images": len(images), "num_captions": len(captions),
+    return {**metrics, "num_rows": len(items), "rows": rows, "num_images": len(images), "num_captions": len(captions),
             "csv": str(csv), "caption_key": caption_key, "caption_prefix": prefix}
 
 

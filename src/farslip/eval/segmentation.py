@@ -36,6 +36,7 @@ from torchvision.transforms.functional import normalize
 from tqdm import tqdm
 
 import farslip
+from farslip.data.image_files import to_rgb
 
 from .datasets import first, load_label_map, read_class_synonyms, require_dir, require_file, segmentation_pairs
 from .encode import Runtime, text_classifier
@@ -150,7 +151,7 @@ def resized_size(height: int, width: int, long_side: int) -> tuple[int, int]:
 def prepare_image(image: Image.Image, long_side: int) -> torch.Tensor:
     """PIL image -> normalised float tensor [3, h, w] with the long side ``long_side``: the uint8
     pixels resized as OpenCV's INTER_LINEAR (uint8 out, as mmcv's ``imrescale``), then normalised."""
-    pixels = np.asarray(image.convert("RGB"))
+    pixels = np.asarray(to_rgb(image, getattr(image, "filename", None) or "image"))  # 16-bit: scaled, not white
     resized = resize_linear_u8(pixels, resized_size(image.height, image.width, long_side))
     tensor = torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1))).float().div_(255)
     return normalize(tensor, OPENAI_DATASET_MEAN, OPENAI_DATASET_STD)
@@ -316,7 +317,7 @@ def _thumbnail(image_path: Path, labels: np.ndarray, pred: np.ndarray) -> dict:
     with Image.open(image_path) as image:
         scale = min(1.0, EXAMPLE_SIDE / max(image.size))
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-        rgb = np.asarray(image.convert("RGB").resize(size, Image.BILINEAR))
+        rgb = np.asarray(to_rgb(image, str(image_path)).resize(size, Image.BILINEAR))
 
     def shrink(labels_or_pred: np.ndarray) -> np.ndarray:
         return np.asarray(Image.fromarray(labels_or_pred).resize(size, Image.NEAREST))

@@ -32,6 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..cli import CommandParser
+from ..errors import add_debug_arg, report, user_errors
 from ..data.csv_data import CAPTION_COLUMN, IMAGE_COLUMN, LABEL_COLUMN
 from ..eval.registry import CLASSIFICATION, IGNORE_INDEX, RETRIEVAL
 from . import captions as cap
@@ -508,6 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace a world already in --out (only its own sub-folders are deleted)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                    help="show a progress bar")
+    add_debug_arg(p)
     return p
 
 
@@ -517,9 +519,10 @@ def main(argv: Iterable[str] | None = None) -> int:
     try:
         paths = write_world(args.out, seed=args.seed, scale=args.scale, workers=max(1, args.workers),
                             overwrite=args.overwrite, progress=args.progress)
-    except FileExistsError as err:
-        print(f"farslip synth: {err}", file=sys.stderr)
-        return 1
+    except user_errors() as err:  # an existing world without --overwrite, an unwritable --out
+        if args.debug:
+            raise
+        return report("farslip synth", err)
     counts = paths["counts"]
     print(f"synthetic world (seed {args.seed}, scale {args.scale}) written to {paths['root']} "
           f"in {time.perf_counter() - start:.1f} s")

@@ -13,6 +13,7 @@ import math
 import os
 
 from farslip.cli import HelpFormatter
+from farslip.errors import DEVICE_HELP, add_debug_arg, resolve_device
 
 LOSS_TYPES = ("global_itc", "distill", "local_itc")
 METHOD_LOSSES = {
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         "farslip2 on MGRS-200k json) or plain CLIP fine-tuning (vanilla). Same flags as the "
         "seed's `torchrun -m open_clip_train.main ...`.",
         formatter_class=HelpFormatter,
+        usage="farslip train [options]   (farslip train --help lists them all)",  # errors: no 50-line synopsis
     )
     d = p.add_argument_group("data")
     d.add_argument("--train-data", default=None,
@@ -141,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="contrastive logits only for this rank's rows (use with --gather-with-grad)")
     r.add_argument("--gather-with-grad", action=_BOOL, default=False,
                    help="all-gather features with gradient: exact full-batch gradients")
-    r.add_argument("--device", default="cuda", help="device type; falls back to CPU if absent")
+    r.add_argument("--device", default="auto", help=DEVICE_HELP + " (under torchrun, cuda means each "
+                   "rank's own GPU)")
     r.add_argument("--dist-url", default=None, help="torch.distributed init URL (default env://)")
     r.add_argument("--dist-backend", default=None, help="nccl on CUDA, gloo on CPU by default")
 
@@ -168,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also log to TensorBoard and/or wandb (off unless asked; 'none' = no "
                     "reporter; open_clip's comma form 'wandb,tensorboard' works too)")
     lg.add_argument("--wandb-project-name", default="farslip", help="wandb project")
+    add_debug_arg(lg)
     return p
 
 
@@ -277,6 +281,10 @@ def _checks(a: argparse.Namespace) -> list[str]:
     if a.val_data is not None and not os.path.isfile(a.val_data):
         bad.append(f"--val-data: no file at {a.val_data!r}")
     bad.extend(_report_to(a))
+    try:
+        a.device = resolve_device(a.device)
+    except ValueError as err:
+        bad.append(str(err))
     if a.local_loss and not a.gather_with_grad:
         bad.append("--local-loss without --gather-with-grad drops most of the contrastive "
                    "gradient; add --gather-with-grad")

@@ -192,8 +192,23 @@ def resolve(resume: str, folder: str | os.PathLike) -> Optional[Path]:
 
 
 def load(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a training checkpoint safely (``weights_only=True``) onto the CPU."""
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    """Read a training checkpoint safely (``weights_only=True``) onto the CPU.
+
+    A file that is empty, truncated, a folder or not a checkpoint at all is a
+    :class:`~farslip.models.checkpoint.CheckpointError` naming it (the sniffing of
+    :func:`farslip.models.checkpoint.read_file`), a pickle holding other Python objects an
+    :class:`~farslip.models.checkpoint.UnsafeCheckpointError` (never unpickled: this trainer's
+    checkpoints need no unsafe loading); model weights without the training state are a
+    ValueError that says to pass them as --pretrained.
+    """
+    from farslip.models.checkpoint import UnsafeCheckpointError, read_file
+
+    try:
+        obj = read_file(path)
+    except UnsafeCheckpointError as err:  # farslip train writes only tensors and plain data
+        reason = str(err).split("refused to unpickle ", 1)[-1].split(". Only if you trust", 1)[0]
+        raise UnsafeCheckpointError(f"{path}: refused to unpickle {reason}; it was not written by farslip train, "
+                                    "whose checkpoints load safely: --resume takes only those") from err
     keys = ("epoch", "step", "state_dict", "optimizer")
     missing = [k for k in keys if k not in obj] if isinstance(obj, dict) else list(keys)
     if missing:

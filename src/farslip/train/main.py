@@ -33,6 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 import farslip
 from farslip.atomic import remove_stale_temps
 from farslip.data.transforms import eval_transform
+from farslip.errors import EXIT_USER_ERROR, UserError, message, user_errors
 from farslip.models.longclip import FrozenRows, enable_long_text, is_long_text
 from farslip.models.text import encode_text
 
@@ -110,6 +111,8 @@ def build_model(args: argparse.Namespace, device: torch.device) -> nn.Module:
         raise SystemExit(f"farslip train: cannot load --pretrained {args.pretrained!r} for "
                          f"{args.model}: {err}\n(offline? download the weights on a machine with "
                          "network access and pass the file path, or use --pretrained none)")
+    except (farslip.CheckpointError, OSError, ValueError) as err:  # the message names the file
+        raise UserError(f"--pretrained {args.pretrained}: {err}") from err
     if args.long_text and not is_long_text(model):
         enable_long_text(model)
     if args.grad_checkpointing:
@@ -213,9 +216,9 @@ class Trainer:
                 log.info("--resume latest: no checkpoint in %s yet; starting fresh", self.run_dir)
                 return
             ckpt = checkpoint.load(path)
-        except ValueError as err:
-            raise SystemExit(f"farslip train: --resume {args.resume}: {err}")
-        farslip.load_checkpoint(self.model, ckpt["state_dict"])
+        except (farslip.CheckpointError, ValueError) as err:  # the message names the file
+            raise UserError(f"--resume {args.resume}: {err}") from err
+        farslip.load_checkpoint(self.model, ckpt["state_dict"], name=f"--resume {path}")
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
@@ -322,6 +325,7 @@ class Trainer:
         # running sums stay on the device (no per-step sync); the last slot counts bad samples
         sums = torch.zeros(len(names) + 1, dtype=torch.float64, device=self.device)
         seen, done, t0 = 0, position.batches, time.perf_counter()
+        drops = None  # MGRS objects not kept this epoch, by reason (farslip.data.mgrs.DROP_REASONS)
         for i, batch in enumerate(data.dataloader, start=position.batches):
             if i >= num_batches:
                 break
@@ -329,6 +333,8 @@ class Trainer:
             position.advance(batch)
             lr = scheduler(self.step)
             skipped = int(batch.pop("skipped").sum()) if "skipped" in batch else 0
+            dropped = batch.pop("dropped_boxes", None)  # CPU counts: adding them costs no sync
+            drops = dropped if drops is None else drops + dropped
             batch = to_device(batch, self.device)
             terms = self.train_step(batch)
             self.step += 1
@@ -348,6 +354,17 @@ class Trainer:
                 t0 = time.perf_counter()
         if done < num_batches:
             log.warning("epoch %d: the data loader gave %d of %d batches", epoch, done, num_batches)
+        if drops is not None:
+            self._log_dropped(epoch, drops)
+
+    def _log_dropped(self, epoch: int, drops: torch.Tensor) -> None:
+        """One line per epoch: the MGRS objects of all ranks that were looked at and not kept, by reason."""
+        from farslip.data.mgrs import DROP_REASONS
+
+        drops = all_reduce(drops.to(self.device), self.args).cpu().tolist()
+        parts = [f"{n} {reason}" for n, reason in zip(drops, DROP_REASONS) if n]
+        log.info("epoch %d: MGRS boxes dropped: %s", epoch,
+                 f"{sum(drops)} ({', '.join(parts)})" if parts else "none")
 
     def _log(self, epoch, done, total, names, sums, steps, elapsed, lr, tb, wandb) -> None:
         """Log the interval's means; the divergence guard's slots ride on the same reduction
@@ -559,17 +576,39 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _user_error(args: argparse.Namespace, text: str, logged: bool) -> int:
+    """``farslip train: error: ...`` on standard error (and in out.log once this run ``logged``); exit 2."""
+    rank = f" [rank {args.rank}]" if args.world_size > 1 else ""
+    line = f"farslip train{rank}: error: {text}"
+    if logged:
+        log.error("%s", line)
+    else:
+        print(line, file=sys.stderr, flush=True)
+    return EXIT_USER_ERROR
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Parse the seed's flags, initialise torch.distributed from the environment, train."""
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
     args.horovod = False
     init_distributed_device(args)
+    before = list(_HANDLERS)  # an earlier in-process run's handlers (see setup_logging)
     try:
         return run(args)
     except TrainingDiverged as err:  # one message, no traceback; every rank stops here together
         if is_master(args):
             log.error("farslip train: %s", err)
         return EXIT_DIVERGED
+    except user_errors() as err:  # a bad file, checkpoint or data set: one message (--debug: traceback)
+        if args.debug:
+            raise
+        return _user_error(args, message(err), logged=_HANDLERS != before)
+    except SystemExit as err:  # the trainer's own start-up refusals (text messages)
+        if not isinstance(err.code, str):
+            raise
+        if args.debug:  # show where it was refused
+            raise UserError(err.code) from err
+        return _user_error(args, err.code.removeprefix("farslip train: "), logged=_HANDLERS != before)
     finally:
         if args.distributed and dist.is_initialized():
             dist.destroy_process_group()
