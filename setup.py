@@ -4,8 +4,8 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 here = Path(__file__).parent
-# The version is stated once, in src/farslip/__init__.py (`farslip --version` prints it).
-version = re.search(r'^__version__ = "([^"]+)"$', (here / "src/farslip/__init__.py").read_text(), re.M).group(1)
+# The version is stated once, in src/farslip/version.py (`farslip --version` prints it).
+version = re.search(r'^__version__ = "([^"]+)"$', (here / "src/farslip/version.py").read_text(), re.M).group(1)
 requirements = [
     line.split("#")[0].strip()
     for line in (here / "requirements.txt").read_text().splitlines()

@@ -9,8 +9,11 @@
 # a contradicting MODEL is an error), NAME (farslip2-$MODEL), LOGS (./logs), PYTHON (python),
 # NNODES/NODE_RANK/MASTER_ADDR/MASTER_PORT for multi-node torchrun. A stage-1 checkpoint from
 # before the record gets the recipe's ViT-B-16 (or MODEL) and --force-quick-gelu.
+# Not in the published recipe: a step checkpoint every 1000 steps (--save-every-n-steps 1000,
+# the newest 2 kept), so a killed run continues where it was: the same command plus
+# `-- --resume latest`. `-- --save-every-n-steps 0` turns them off.
 set -euo pipefail
-if [ $# -lt 4 ]; then sed -n '2,11p' "$0"; exit 2; fi
+if [ $# -lt 4 ]; then sed -n '2,14p' "$0"; exit 2; fi
 NGPUS=$1; JSON=$2; IMGS=$3; STAGE1=$4; shift 4
 [ "${1:-}" = "--" ] && shift
 [ -f "$STAGE1" ] || { echo "stage2.sh: no stage-1 checkpoint at $STAGE1" >&2; exit 2; }
@@ -31,5 +34,5 @@ exec torchrun --nnodes="${NNODES:-1}" --node_rank="${NODE_RANK:-0}" \
   --train-dataset-type json --method farslip2 --local-method randomcrops --warmup 250 \
   --batch-size 10 --lr 4e-9 --wd 1.0 --epochs 10 --model "$MODEL" \
   --loss-type global_itc distill local_itc --distill-align roi2pooled --local-itc-align cls \
-  --pretrained "$STAGE1" --long-text "${LEGACY[@]}" \
+  --pretrained "$STAGE1" --long-text --save-every-n-steps 1000 "${LEGACY[@]}" \
   --logs-root "${LOGS:-./logs}" --name "$NAME" "$@"

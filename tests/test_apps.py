@@ -9,7 +9,7 @@ from PIL import Image
 
 import farslip
 from farslip.apps import classify, main_classify, main_segment, overlay, parse_classes, parse_labels
-from farslip.data.transforms import eval_transform
+from farslip.transforms import eval_transform
 from farslip.eval.encode import Runtime
 from farslip.eval.report import palette
 

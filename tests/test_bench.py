@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from farslip.data import bench as data_bench
-from farslip.data.synthetic import write_world
+from farslip.synth import write_world
 from farslip.train import bench as train_bench
 
 

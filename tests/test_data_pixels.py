@@ -11,7 +11,7 @@ from PIL import Image
 
 from farslip.data.jitter import adjust_hue, apply_jitter, draw_jitter
 from farslip.data.pixels import SquashViews
-from farslip.data.synth.scene import render_scene
+from farslip.synth.scene import render_scene
 from farslip.data.transforms import (COLOR_JITTER, COLOR_JITTER_P, GRAYSCALE_P, normalize_uint8,
                                      normalize_views, squash_transform)
 from farslip.data.views import ViewMaker, Region, random_crop_boxes, seeded

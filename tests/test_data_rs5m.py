@@ -6,6 +6,7 @@ import os
 import pytest
 import torch
 
+from farslip.data.image_files import DataError
 from farslip.data.rs5m import expand_shards
 from farslip.data.train_data import get_train_data
 
@@ -111,7 +112,12 @@ def test_unreadable_data_and_bad_settings_fail_clearly(tmp_path, shards):
     with pytest.raises(ValueError, match="cannot be split"):
         loader(folder, train_num_samples=8, world_size=4, workers=2)
     args = make_args(train_data=str(tmp_path / "nothing-{0..1}.tar"), train_num_samples=4)
-    with pytest.raises(RuntimeError, match="no sample could be read"):
+    with pytest.raises(DataError, match=r"2 of 2 shard\(s\) do not exist, e\.g\. .*nothing-0\.tar"):
+        get_train_data(args, char_tokenizer, 32, crops=False, objects=False)
+    for i in range(2):  # shards that exist but are not tar files
+        (tmp_path / f"garbage-{i}.tar").write_bytes(b"not a tar file at all" * 40)
+    args = make_args(train_data=str(tmp_path / "garbage-{0..1}.tar"), train_num_samples=4)
+    with pytest.raises(DataError, match=r"no sample could be read from the 2 shards .*garbage-"):
         next(iter(get_train_data(args, char_tokenizer, 32, crops=False, objects=False).dataloader))
     with pytest.raises(ValueError, match="object views"):
         get_train_data(make_args(train_data=folder, train_num_samples=4), char_tokenizer, 32, crops=False, objects=True)

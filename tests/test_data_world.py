@@ -6,7 +6,7 @@ import json
 import pytest
 
 import farslip
-from farslip.data.synthetic import write_world
+from farslip.synth import write_world
 from farslip.data.train_data import get_train_data, get_val_data
 
 from ._data_utils import make_args

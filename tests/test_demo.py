@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from farslip.data.synthetic import write_world
+from farslip.synth import write_world
 from farslip.demo import HEADERS, PRESETS, chance_levels, main
 from farslip.eval.datasets import load_label_map, read_class_synonyms, segmentation_pairs
 from farslip.eval.metrics import IoUAccumulator, deduplicate_pairs, retrieval_recall
@@ -39,12 +39,12 @@ def test_chance_levels_match_random_rankings_and_labellings(tiny_world):
     ovss = Path(tiny_world["ovss"])
     per_set = []
     for spec in SEGMENTATION.values():
-        folder = ovss / spec.dir
-        if not folder.is_dir():
+        found = spec.find(ovss)
+        if found is None:
             continue
-        k = len(read_class_synonyms(folder / "classes.txt"))
+        k = len(read_class_synonyms(found.folder / "classes.txt"))
         truths = [load_label_map(ann, spec.reduce_zero_label) for _, ann in
-                  segmentation_pairs(folder / "img_dir" / spec.split, folder / "ann_dir" / spec.split, spec.ann_suffix)]
+                  segmentation_pairs(found.images, found.labels, spec.ann_suffix, spec.img_suffix)]
         acc = IoUAccumulator(k)
         for truth in truths:
             acc.update(rng.integers(0, k, size=truth.shape), truth)

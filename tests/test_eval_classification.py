@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 import farslip
-from farslip.data.transforms import eval_transform
+from farslip.transforms import eval_transform
 from farslip.eval import DatasetFailed, evaluate_classification, evaluate_retrieval
 from farslip.eval.classification import PROMPTS
 from tests._eval_utils import write_benchmarks

@@ -10,8 +10,8 @@ import torch
 
 import farslip
 from farslip.cli import main as farslip_main
-from farslip.data.synthetic import write_world
-from farslip.eval import classification, retrieval, segmentation
+from farslip.synth import write_world
+from farslip.eval.cli import main as eval_main
 from tests import test_retrieval, test_scene_classification
 from tests._eval_utils import write_benchmarks, write_segmentation
 
@@ -96,15 +96,32 @@ def test_unknown_dataset_is_a_usage_error(bench, tmp_path, capsys):
 
 def test_data_root_from_environment(bench, tmp_path, monkeypatch):
     monkeypatch.setenv("FARSLIP_DATA", str(bench))
-    assert retrieval.main([*FAST, "--datasets", "RSICD", "--output", str(tmp_path)]) == 0  # python -m farslip.eval.retrieval
+    assert eval_main(["retrieval", *FAST, "--datasets", "RSICD", "--output", str(tmp_path)]) == 0
     assert json.loads((tmp_path / "results.json").read_text())["retrieval"]["datasets"]["RSICD"]["num_images"] == 4
 
 
-def test_module_entry_points_and_seed_wrappers(bench, tmp_path):
-    assert classification.main([*FAST, "--data-root", str(bench), "--datasets", "aid",
-                                "--output", str(tmp_path / "a")]) == 0
-    assert segmentation.main([*FAST, "--data-root", str(bench), "--datasets", "VDD",
-                              "--output", str(tmp_path / "s")]) == 1  # no VDD folder here
+def test_one_module_entry_point(bench, tmp_path):
+    """`python -m farslip.eval TASK ...` is `farslip eval TASK ...`; the task modules are no entry points."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-m", "farslip.eval", "classification", *FAST, "--data-root", str(bench),
+                           "--datasets", "aid", "--output", str(tmp_path / "a")], cwd=root, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "classification: mean_top1 = " in done.stdout and (tmp_path / "a" / "results.json").is_file()
+    absent = subprocess.run([sys.executable, "-m", "farslip.eval", "segmentation", *FAST, "--data-root", str(bench),
+                             "--datasets", "VDD", "--output", str(tmp_path / "s")], cwd=root, capture_output=True,
+                            text=True, timeout=300)
+    assert absent.returncode == 1, absent.stderr  # no VDD folder here: the set fails, the report says so
+    assert "VDD FAILED" in absent.stdout
+    for task in ("classification", "retrieval", "segmentation"):
+        source = (root / "src" / "farslip" / "eval" / f"{task}.py").read_text()
+        assert "__main__" not in source and "def main(" not in source, task
+
+
+def test_seed_wrappers(bench, tmp_path):
     seed = ["--model-arch", "ViT-Tiny-8", "--model-name", "FarSLIP1", "--use-long-clip", "--workers", "0",
             "--data-root", str(bench)]
     assert test_scene_classification.main([*seed, "--datasets", "eurosat", "--output", str(tmp_path / "c")]) == 0
@@ -126,3 +143,53 @@ def test_seed_module_path_runs_from_a_checkout():
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "--model-arch" in done.stdout and "--data-root" in done.stdout
+
+
+def test_fp16_runs_every_task_on_cpu(bench, tmp_path):
+    """--precision fp16 (the paper framework's GPU setting) for classification, retrieval and
+    segmentation; on the CPU the half model's embeddings match the float ones closely."""
+    from farslip.transforms import eval_transform
+    from farslip.eval.encode import Runtime, encode_image_files, encode_texts
+
+    weights = tmp_path / "tiny.pt"
+    torch.manual_seed(0)
+    torch.save(farslip.create_model("ViT-Tiny-8").state_dict(), weights)
+    out = tmp_path / "fp16"
+    assert farslip_main(["eval", "all", *FAST, "--pretrained", str(weights), "--precision", "fp16",
+                         "--data-root", str(bench), "--seg-data-root", str(write_segmentation(tmp_path / "ovss")),
+                         "--cls-datasets", "aid", "--ret-datasets", "RSICD", "--seg-datasets", "LoveDA",
+                         "--num-examples", "0", "--output", str(out)]) == 0
+    data = json.loads((out / "results.json").read_text())
+    assert data["settings"]["precision"] == "fp16"
+    assert 0 <= data["classification"]["mean_top1"] <= 100 and 0 <= data["segmentation"]["mean_mIoU"] <= 100
+    assert 0 < data["retrieval"]["mean_mean_recall"] <= 100
+
+    full = farslip.create_model("ViT-Tiny-8", str(weights)).eval()
+    half = farslip.create_model("ViT-Tiny-8", str(weights), precision="fp16").eval()
+    assert half.visual.conv1.weight.dtype == torch.float16
+    paths = sorted((bench / "aid" / "images").glob("*.png"))
+    transform = eval_transform(full.visual.image_size)
+    tokenizer = farslip.get_tokenizer(full)
+    texts = ["a satellite photo of forest.", "a satellite image of desert"]
+    for run_full, run_half in [(Runtime(8, 0, "cpu", "fp32"), Runtime(8, 0, "cpu", "fp16"))]:
+        images = (encode_image_files(full, paths, transform, run_full, "x"),
+                  encode_image_files(half, paths, transform, run_half, "x"))
+        captions = (encode_texts(full, tokenizer, texts, run_full, "x"), encode_texts(half, tokenizer, texts, run_half, "x"))
+        for a, b in (images, captions):
+            assert b.dtype == torch.float32 and (a * b).sum(-1).min() > 0.999
+
+
+def test_window_geometry_flag(capsys):
+    from farslip.eval.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["segmentation", "--model", "ViT-Tiny-8"])
+    assert args.window_geometry == "reference" and args.long_side is None
+    assert parser.parse_args(["all", "--model", "M", "--window-geometry", "model"]).window_geometry == "model"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["segmentation", "--model", "M", "--window-geometry", "scaled"])
+    assert "invalid choice: 'scaled'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parser.parse_args(["segmentation", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--window-geometry {reference,model}" in text and "each window resized to the model's input" in text

@@ -13,7 +13,7 @@ import torch
 
 import farslip
 from farslip.cli import main as farslip_main
-from farslip.data.synthetic import write_world
+from farslip.synth import write_world
 from farslip.eval.metrics import retrieval_recall, topk_accuracy
 from farslip.eval.registry import DISPLAY_NAMES, SEGMENTATION
 from farslip.eval.report import palette, panel
@@ -115,11 +115,11 @@ def test_default_output_folder_per_model_and_no_silent_overwrite(bench, tmp_path
 
 def test_overwrite_removes_the_replaced_runs_panels(tmp_path):
     seg = write_segmentation(tmp_path / "ovss", name="LoveDA")
-    write_segmentation(seg, name="OpenEarthMap")
+    write_segmentation(seg, name="Vaihingen")
     out = tmp_path / "out"
     args = ["eval", "segmentation", *FAST, "--data-root", str(seg), "--output", str(out)]
-    assert farslip_main([*args, "--datasets", "LoveDA,OpenEarthMap"]) == 0
-    assert sorted(p.name.split("_")[0] for p in (out / "segmentation").iterdir()) == ["LoveDA"] * 2 + ["OpenEarthMap"] * 2
+    assert farslip_main([*args, "--datasets", "LoveDA,Vaihingen"]) == 0
+    assert sorted(p.name.split("_")[0] for p in (out / "segmentation").iterdir()) == ["LoveDA"] * 2 + ["Vaihingen"] * 2
     assert farslip_main([*args, "--datasets", "LoveDA", "--overwrite"]) == 0
     assert sorted(p.name.split("_")[0] for p in (out / "segmentation").iterdir()) == ["LoveDA"] * 2
 
@@ -190,7 +190,7 @@ def test_eval_all_evaluates_what_is_present_and_lists_the_rest(world, tmp_path, 
     out = tmp_path / "all"
     assert farslip_main(["eval", "all", *common, "--tasks", "segmentation", "--output", str(out)]) == 0
     data = json.loads((out / "results.json").read_text())["segmentation"]
-    present = [n for n in SEGMENTATION if (world / "ovss" / n).is_dir()]
+    present = [n for n in SEGMENTATION if dataset_present(world / "ovss", n)]
     assert 0 < len(present) < len(SEGMENTATION)
     assert list(data["datasets"]) == present and data["failed"] == {}
     assert data["absent"] == [n for n in SEGMENTATION if n not in present]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +13,13 @@ from PIL import Image
 
 import farslip
 from farslip.eval import SEGMENTATION, evaluate_segmentation
-from farslip.eval.datasets import read_class_synonyms
+from farslip.eval.datasets import load_label_map, read_class_synonyms, segmentation_pairs
 from farslip.eval.encode import Runtime
-from farslip.eval.segmentation import (Queries, build_queries, class_probabilities, predict_labels, prepare_image,
-                                       segment_image, segment_labels, sliding_logits, window_boxes, window_starts)
+from farslip.eval.imresize import resize_linear_u8
+from farslip.eval.segmentation import (Geometry, Queries, build_queries, centred_padding, class_probabilities,
+                                       geometry_for, predict_labels, prepare_image, resized_size, segment_image,
+                                       segment_labels, sliding_logits, window_boxes, window_starts)
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from tests._eval_utils import write_segmentation
 
 RUN = dict(batch_size=4, workers=0, device="cpu", precision="fp32")
@@ -34,7 +38,7 @@ def test_window_starts_snap_the_last_window():
     assert window_starts(448, 224, 112) == [0, 112, 224]  # the paper's 3 x 3 windows
     assert window_starts(300, 224, 112) == [0, 76]
     assert window_starts(224, 224, 112) == [0]
-    assert window_starts(100, 224, 112) == [0]  # smaller than a window: one (padded) window
+    assert window_starts(100, 224, 112) == [0]  # smaller than a window: one window, 100 long
 
 
 def test_windows_cover_every_pixel_as_counted():
@@ -92,7 +96,7 @@ def test_segment_image_and_the_evaluation_shortcut_agree(tiny):
     image = Image.fromarray(np.random.default_rng(2).integers(0, 255, (45, 70, 3), dtype=np.uint8))
     probs = segment_image(model, image, queries, run=Runtime(**RUN))
     assert probs.shape == (3, 45, 70) and torch.isfinite(probs).all()
-    (logits,) = sliding_logits(model, [prepare_image(image, 64)], queries, run=Runtime(**RUN))
+    (logits,) = sliding_logits(model, [prepare_image(image, 448)], queries, run=Runtime(**RUN))
     np.testing.assert_array_equal(predict_labels(logits, queries, (45, 70)), probs.argmax(dim=0).numpy())
     np.testing.assert_array_equal(segment_labels(model, image, queries, run=Runtime(**RUN)), probs.argmax(dim=0).numpy())
 
@@ -157,3 +161,249 @@ def test_last_attn_variant_reaches_the_model(tiny):
     expected = F.interpolate(cosine.T.reshape(1, -1, 4, 4), size=(32, 32), mode="bilinear", align_corners=False)[0]
     torch.testing.assert_close(vanilla, expected, rtol=1e-5, atol=1e-6)
     assert not torch.allclose(segearth, vanilla)
+
+
+# ---------------------------------------------------------------- the reference's rules, re-computed
+
+
+def _clip(image_size: int, patch: int, width: int = 64, layers: int = 1):
+    """A tiny random open_clip CLIP with the given input and patch size."""
+    import open_clip
+
+    torch.manual_seed(image_size + patch)
+    vision = dict(image_size=image_size, patch_size=patch, width=width, layers=layers, head_width=32)
+    text = dict(context_length=77, vocab_size=49408, width=64, heads=2, layers=1)
+    return open_clip.model.CLIP(embed_dim=32, vision_cfg=vision, text_cfg=text).eval()
+
+
+def _bilinear_matrix(src: int, dst: int) -> torch.Tensor:
+    """[dst, src] weights of a half-pixel bilinear resize (align_corners=False), edges clamped."""
+    m = torch.zeros(dst, src, dtype=torch.float64)
+    for d in range(dst):
+        c = max((d + 0.5) * src / dst - 0.5, 0.0)
+        i0 = min(int(math.floor(c)), src - 1)
+        i1 = min(i0 + 1, src - 1)
+        t = c - i0 if i0 < src - 1 else 0.0
+        m[d, i0] += 1 - t
+        m[d, i1] += t
+    return m
+
+
+def _resize(x: torch.Tensor, size) -> torch.Tensor:
+    """[C, h, w] -> [C, H, W] through the explicit matrices (float64)."""
+    my, mx = _bilinear_matrix(x.shape[-2], size[0]), _bilinear_matrix(x.shape[-1], size[1])
+    return torch.einsum("Hh,chw,Ww->cHW", my, x.double(), mx)
+
+
+def _reference_logits(model, image: torch.Tensor, queries: Queries, window: int, stride: int) -> torch.Tensor:
+    """The reference's sliding window, one window at a time: windows y1 = i * stride, y2 = min(y1 +
+    window, h), y1 = max(y2 - window, 0); each padded centred with zeros to a multiple of the patch,
+    resized to the model's input, its patch-grid cosines resized to the padded window and cut."""
+    _, h, w = image.shape
+    size, patch = model.visual.image_size[0], model.visual.patch_size[0]
+    grid = size // patch
+    total = torch.zeros(queries.weights.shape[1], h, w, dtype=torch.float64)
+    count = torch.zeros(h, w, dtype=torch.float64)
+    rows = max(h - window + stride - 1, 0) // stride + 1
+    cols = max(w - window + stride - 1, 0) // stride + 1
+    for i in range(rows):
+        for j in range(cols):
+            y2, x2 = min(i * stride + window, h), min(j * stride + window, w)
+            y1, x1 = max(y2 - window, 0), max(x2 - window, 0)
+            crop = image[:, y1:y2, x1:x2]
+            ch, cw = crop.shape[-2:]
+            ph, pw = math.ceil(ch / patch) * patch, math.ceil(cw / patch) * patch
+            top, left = (ph - ch) // 2, (pw - cw) // 2
+            canvas = torch.zeros(3, ph, pw)
+            canvas[:, top:top + ch, left:left + cw] = crop
+            inputs = canvas if (ph, pw) == (size, size) else _resize(canvas, (size, size)).float()
+            _, tokens = farslip.encode_dense(model, inputs[None], last_attn="segearth", need=("tokens",))
+            tokens = tokens[0] / tokens[0].norm(dim=-1, keepdim=True)
+            cos = (tokens @ queries.weights).T.reshape(-1, grid, grid)
+            up = _resize(cos, (ph, pw))[:, top:top + ch, left:left + cw]
+            total[:, y1:y2, x1:x2] += up
+            count[y1:y2, x1:x2] += 1
+    assert (count > 0).all()
+    return (total / count).float()
+
+
+@pytest.fixture(scope="module")
+def models_224_96():
+    out = {}
+    for size, patch in ((224, 32), (96, 16)):
+        model = _clip(size, patch)
+        queries = build_queries(model, farslip.get_tokenizer(model), [["forest"], ["water"], ["sand"]], Runtime())
+        out[size] = (model, queries)
+    return out
+
+
+def test_geometries():
+    model = farslip.create_model("ViT-Tiny-8")
+    assert geometry_for(model) == Geometry(448, 224, 112)  # the paper's, whatever the model's input
+    assert geometry_for(model, "model") == Geometry(64, 32, 16)
+    assert geometry_for(model, "reference", long_side=300) == Geometry(300, 224, 112)
+    with pytest.raises(ValueError, match="reference, model"):
+        geometry_for(model, "scaled")
+
+
+def test_centred_padding_and_windows_of_a_narrow_image():
+    # a 256 x 70 image: long side 448 -> 448 x 123; three 224 x 123 windows down, one across
+    assert resized_size(256, 70, 448) == (448, 123)
+    assert window_boxes(448, 123, 224, 112) == [(0, 0), (112, 0), (224, 0)]
+    assert centred_padding(224, 123, 32) == (2, 3, 0, 0)  # 123 -> 128: 2 left, 3 right
+    assert centred_padding(224, 123, 16) == (2, 3, 0, 0)
+    assert centred_padding(100, 123, 8) == (2, 3, 2, 2)
+    assert centred_padding(96, 96, 16) == (0, 0, 0, 0)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("size", [224, 96])
+@pytest.mark.parametrize("shape", [(448, 336), (448, 123), (150, 448), (60, 90)])
+def test_sliding_window_equals_the_reference(models_224_96, size, shape):
+    """Window grid, small-side padding and the resize to a 224- or 96-px input, re-computed."""
+    model, queries = models_224_96[size]
+    image = torch.from_numpy(np.random.default_rng(sum(shape)).standard_normal((3, *shape)).astype(np.float32))
+    (ours,) = sliding_logits(model, [image], queries, run=Runtime(**RUN), window=224, stride=112)
+    expected = _reference_logits(model, image, queries, 224, 112)
+    torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-5)
+    labels = (ours.argmax(0) == expected.argmax(0)).float().mean()
+    assert labels > 0.999
+
+
+@torch.no_grad()
+def test_model_geometry_windows_are_the_model_input(models_224_96):
+    model, queries = models_224_96[96]
+    image = torch.from_numpy(np.random.default_rng(9).standard_normal((3, 192, 150)).astype(np.float32))
+    shape = geometry_for(model, "model")
+    assert shape == Geometry(192, 96, 48)
+    (ours,) = sliding_logits(model, [image], queries, run=Runtime(**RUN), window=shape.window, stride=shape.stride)
+    torch.testing.assert_close(ours, _reference_logits(model, image, queries, 96, 48), rtol=1e-4, atol=1e-5)
+
+
+@torch.no_grad()
+def test_segment_labels_uses_the_exact_uint8_resize(models_224_96):
+    model, queries = models_224_96[96]
+    pixels = np.random.default_rng(4).integers(0, 255, (256, 70, 3), dtype=np.uint8)
+    image = Image.fromarray(pixels)
+    prepared = prepare_image(image, 448)
+    resized = resize_linear_u8(pixels, (448, 123))
+    expected = (torch.from_numpy(resized).permute(2, 0, 1).float() / 255
+                - torch.tensor(OPENAI_DATASET_MEAN)[:, None, None]) / torch.tensor(OPENAI_DATASET_STD)[:, None, None]
+    torch.testing.assert_close(prepared, expected)
+    logits = _reference_logits(model, prepared, queries, 224, 112)
+    truth = queries.query_class[_resize(logits, (256, 70)).argmax(0)].numpy()
+    labels = segment_labels(model, image, queries, run=Runtime(**RUN))
+    assert labels.dtype == np.uint8 and labels.shape == (256, 70)
+    assert (labels == truth).mean() > 0.999
+
+
+def test_fp16_segments_like_fp32(tmp_path):
+    root = write_segmentation(tmp_path)
+    torch.manual_seed(0)
+    model = farslip.create_model("ViT-Tiny-8").eval()
+    half = farslip.create_model("ViT-Tiny-8", precision="fp16").eval()
+    half.load_state_dict(model.state_dict())
+    tokenizer = farslip.get_tokenizer(model)
+    run = {**RUN, "batch_size": 64}
+    full = evaluate_segmentation(model, tokenizer, root, ["LoveDA"], **run)["datasets"]["LoveDA"]
+    fp16 = evaluate_segmentation(half, tokenizer, root, ["LoveDA"], **{**run, "precision": "fp16"})["datasets"]["LoveDA"]
+    assert half.visual.conv1.weight.dtype == torch.float16
+    assert fp16["mIoU"] == pytest.approx(full["mIoU"], abs=2.0)
+    agree = np.mean([(a["prediction"] == b["prediction"]).mean() for a, b in zip(full["examples"], fp16["examples"])])
+    assert agree > 0.95
+
+
+# ---------------------------------------------------------------- layouts
+
+
+def _write_set(root: Path, images: str, labels: str, img_suffix: str, ann_suffix: str, stems=("a", "b")) -> None:
+    rng = np.random.default_rng(0)
+    for stem in stems:
+        pixels = rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)
+        label = (np.arange(40 * 48).reshape(40, 48) % 3).astype(np.uint8)
+        (root / images).mkdir(parents=True, exist_ok=True)
+        (root / labels).mkdir(parents=True, exist_ok=True)
+        fmt = {".tif": "TIFF", ".png": "PNG", ".jpg": "JPEG"}
+        Image.fromarray(pixels).save(root / images / f"{stem}{img_suffix}", fmt[img_suffix.lower()])
+        Image.fromarray(label).save(root / labels / f"{stem}{ann_suffix}", fmt[ann_suffix[-4:].lower()])
+
+
+# the paper's framework layout (the issue's table), then the other accepted spellings
+LAYOUTS = {
+    "OpenEarthMap": [("OpenEarthMap/img_dir/val", "OpenEarthMap/ann_dir/val", ".tif", ".tif")],
+    "LoveDA": [("loveDA/img_dir/val", "loveDA/ann_dir/val", ".png", ".png"),
+               ("LoveDA/img_dir/val", "LoveDA/ann_dir/val", ".png", ".png")],
+    "iSAID": [("iSAID/img_dir/val", "iSAID/ann_dir/val", ".png", "_instance_color_RGB.png")],
+    "Potsdam": [("potsdam/img_dir/val", "potsdam/ann_dir/val", ".png", ".png"),
+                ("Potsdam/img_dir/val", "Potsdam/ann_dir/val", ".png", ".png")],
+    "Vaihingen": [("vaihingen/img_dir/val", "vaihingen/ann_dir/val", ".png", ".png"),
+                  ("Vaihingen/img_dir/val", "Vaihingen/ann_dir/val", ".png", ".png")],
+    "UAVid": [("UAVid/img_dir/test", "UAVid/ann_dir/test", ".png", ".png")],
+    "UDD5": [("UDD5/val/src", "UDD5/val/gt", ".JPG", ".png"), ("UDD5/img_dir/val", "UDD5/ann_dir/val", ".JPG", ".png"),
+             ("UDD/UDD/UDD5/val/src", "UDD/UDD/UDD5/val/gt", ".jpg", ".png")],
+    "VDD": [("VDD/test/src", "VDD/test/gt", ".JPG", ".png"), ("VDD/img_dir/test", "VDD/ann_dir/test", ".JPG", ".png")],
+}
+
+
+def _case_sensitive(path: Path) -> bool:
+    (path / "Probe").mkdir(parents=True)
+    return not (path / "probe").exists()
+
+
+@pytest.mark.parametrize("name", list(LAYOUTS))
+def test_every_registered_layout_is_found(tmp_path, name):
+    spec = SEGMENTATION[name]
+    assert _case_sensitive(tmp_path / "probe_dir")
+    for i, (images, labels, img_suffix, ann_suffix) in enumerate(LAYOUTS[name]):
+        root = tmp_path / f"root{i}"
+        _write_set(root, images, labels, img_suffix, ann_suffix)
+        found = spec.locate(root)
+        assert (found.images, found.labels) == (root / images, root / labels)
+        pairs = segmentation_pairs(found.images, found.labels, spec.ann_suffix, spec.img_suffix)
+        assert [(a.name, b.name) for a, b in pairs] == [(f"{s}{img_suffix}", f"{s}{ann_suffix}") for s in "ab"]
+        assert load_label_map(pairs[0][1], spec.reduce_zero_label).shape == (40, 48)
+
+
+def test_the_frameworks_spelling_wins_and_absent_sets_name_every_path(tmp_path):
+    _write_set(tmp_path, "loveDA/img_dir/val", "loveDA/ann_dir/val", ".png", ".png")
+    _write_set(tmp_path, "LoveDA/img_dir/val", "LoveDA/ann_dir/val", ".png", ".png")
+    assert SEGMENTATION["LoveDA"].locate(tmp_path).folder == tmp_path / "loveDA"
+    with pytest.raises(FileNotFoundError) as err:
+        SEGMENTATION["UDD5"].locate(tmp_path)
+    for path in ("UDD5/val/src", "UDD5/val/gt", "UDD/UDD/UDD5/val/src", "UDD5/img_dir/val", "UDD5/ann_dir/val"):
+        assert str(tmp_path / path) in str(err.value)
+    assert SEGMENTATION["UDD5"].find(tmp_path) is None
+
+
+def test_images_of_other_suffixes_are_not_read(tmp_path):
+    _write_set(tmp_path, "OpenEarthMap/img_dir/val", "OpenEarthMap/ann_dir/val", ".tif", ".tif")
+    Image.new("RGB", (4, 4)).save(tmp_path / "OpenEarthMap/img_dir/val/preview.png")
+    found = SEGMENTATION["OpenEarthMap"].locate(tmp_path)
+    assert len(segmentation_pairs(found.images, found.labels, ".tif", ".tif")) == 2
+    with pytest.raises(FileNotFoundError, match=r"\*\.JPG"):
+        segmentation_pairs(found.images, found.labels, ".png", ".JPG")
+
+
+def test_tif_and_src_gt_sets_evaluate_end_to_end(tmp_path, tiny):
+    model, tokenizer, _ = tiny
+    _write_set(tmp_path, "OpenEarthMap/img_dir/val", "OpenEarthMap/ann_dir/val", ".tif", ".tif")
+    _write_set(tmp_path, "VDD/test/src", "VDD/test/gt", ".JPG", ".png")
+    for folder in ("OpenEarthMap", "VDD"):
+        (tmp_path / folder / "classes.txt").write_text("forest\nwater\nsand\n")
+    result = evaluate_segmentation(model, tokenizer, tmp_path, ["OpenEarthMap", "VDD"], num_examples=0, **RUN)
+    assert set(result["datasets"]) == {"OpenEarthMap", "VDD"} and not result["failed"]
+    assert result["datasets"]["VDD"]["split"] == "test" and result["datasets"]["VDD"]["num_images"] == 2
+    assert result["datasets"]["VDD"]["folder"] == str(tmp_path / "VDD")
+    assert result["datasets"]["OpenEarthMap"]["window"] == 224 and result["datasets"]["OpenEarthMap"]["model_input"] == 32
+    scaled = evaluate_segmentation(model, tokenizer, tmp_path, ["VDD"], window_geometry="model", num_examples=0, **RUN)
+    assert (scaled["datasets"]["VDD"]["long_side"], scaled["datasets"]["VDD"]["window"]) == (64, 32)
+
+
+def test_seg_dir_accepts_src_gt(tmp_path, tiny):
+    model, tokenizer, _ = tiny
+    _write_set(tmp_path / "Mine", "val/src", "val/gt", ".jpg", ".png")
+    (tmp_path / "Mine" / "classes.txt").write_text("forest\nwater\nsand\n")
+    result = evaluate_segmentation(model, tokenizer, None, seg_dir=tmp_path / "Mine", num_examples=0, **RUN)
+    assert result["datasets"]["Mine"]["num_images"] == 2
+    with pytest.raises(Exception, match="test/src"):
+        evaluate_segmentation(model, tokenizer, None, seg_dir=tmp_path / "Mine", split="test", **RUN)

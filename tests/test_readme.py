@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from farslip.apps import build_classify_parser, build_segment_parser
-from farslip.data.synthetic import build_parser as synth_parser
+from farslip.synth.world import build_parser as synth_parser
 from farslip.demo import build_parser as demo_parser
 from farslip.eval.cli import build_parser as eval_parser
 from farslip.eval.seed import seed_parser
-from farslip.models.hub import build_parser as download_parser
+from farslip.cli import build_download_parser as download_parser
 from farslip.train.args import build_parser as train_parser
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from farslip.data.synthetic import write_world
+from farslip.synth import write_world
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--model", "ViT-Tiny-8", "--batch-size", "4", "--workers", "0", "--precision", "fp32", "--warmup", "1",

@@ -19,11 +19,13 @@ import pytest
 from open_clip.tokenizer import SimpleTokenizer
 from PIL import Image
 
-from farslip.data.synth import captions as cap
-from farslip.data.synth.layouts import CLASSIFICATION_SETS, OVSS_SETS, RETRIEVAL_SETS
-from farslip.data.synth.scene import SEMANTIC_OFFSET, render_scene
-from farslip.data.synth.vocab import OBJECT_CATEGORIES, PLURALS, SCENE_CLASSES, SEMANTIC_CLASSES
-from farslip.data.synthetic import SCALES, main, write_world
+from farslip.eval import classification, retrieval
+from farslip.eval.registry import CLASSIFICATION, RETRIEVAL, SEGMENTATION
+from farslip.synth import captions as cap
+from farslip.synth.layouts import INTEGER_LABELS, OVSS_SETS
+from farslip.synth.scene import SEMANTIC_OFFSET, render_scene
+from farslip.synth.vocab import OBJECT_CATEGORIES, PLURALS, SCENE_CLASSES, SEMANTIC_CLASSES
+from farslip.synth.world import SCALES, main, write_world
 
 SEED = 0
 
@@ -113,7 +115,7 @@ def test_captions_are_derived_from_the_truth():
 def test_position_words_follow_the_grid():
     scene = render_scene(0, "unit", 0, scene_class="desert")
     w, h = scene.width, scene.height
-    from farslip.data.synth.scene import SceneObject
+    from farslip.synth.scene import SceneObject
     assert cap.position(SceneObject("car", (0, 0, 4, 4), "red", 1), w, h) == "upper left"
     assert cap.position(SceneObject("car", (w - 4, h - 4, w + 10, h + 10), "red", 1), w, h) == "lower right"
     assert cap.position(SceneObject("car", (w // 2 - 2, h // 2 - 2, w // 2 + 2, h // 2 + 2), "red", 1), w, h) == "center"
@@ -253,17 +255,27 @@ def test_mgrs_faulty_variant(world):
 
 # ---------------------------------------------------------------- benchmarks
 
+def test_every_registered_benchmark_is_where_the_evaluator_looks(world):
+    """One registry: the world writes each classification and retrieval set the evaluation registry
+    names, at the path the evaluator reads (segmentation: see test_ovss_sets)."""
+    bench = Path(world["benchmarks"])
+    assert all(classification.dataset_present(bench, name) for name in CLASSIFICATION)
+    assert all(retrieval.dataset_present(bench, name) for name in RETRIEVAL)
+    assert all((bench / spec.classnames).is_file() for spec in CLASSIFICATION.values())
+    assert INTEGER_LABELS <= set(CLASSIFICATION)
+
+
 def test_classification_sets(world):
     bench = Path(world["benchmarks"])
-    for spec in CLASSIFICATION_SETS:
+    for spec in CLASSIFICATION.values():
         header, rows = _read_csv(bench / spec.csv)
         assert header == ["filepath", "label"]
-        classnames = (bench / spec.folder / "classnames.txt").read_text(encoding="utf-8").splitlines()
+        classnames = (bench / spec.csv.split("/")[0] / "classnames.txt").read_text(encoding="utf-8").splitlines()
         assert classnames == list(SCENE_CLASSES)
         empty = [r for r in rows if r["label"] == ""]
         labelled = [r for r in rows if r["label"] != ""]
         assert len(empty) == 1 and len(labelled) == world["counts"]["classification_per_set"]
-        if spec.integer_labels:
+        if spec.name in INTEGER_LABELS:
             names = [classnames[int(r["label"])] for r in labelled]
         else:
             names = [r["label"] for r in labelled]
@@ -271,7 +283,7 @@ def test_classification_sets(world):
         assert set(names) == set(SCENE_CLASSES)  # balanced: every class appears
         for r in labelled:
             assert (bench / r["filepath"]).is_file(), r["filepath"]
-    assert any(s.integer_labels for s in CLASSIFICATION_SETS) and not all(s.integer_labels for s in CLASSIFICATION_SETS)
+    assert {"eurosat"} == INTEGER_LABELS  # eurosat spells labels as indices, as the real one does
 
 
 def _mean_colour_features(paths: list[Path]) -> np.ndarray:
@@ -288,9 +300,9 @@ def test_scene_classes_are_separable_by_colour(world):
     scored on the other four, is far above chance."""
     bench = Path(world["benchmarks"])
     feats, labels = [], []
-    for spec in CLASSIFICATION_SETS:
+    for spec in CLASSIFICATION.values():
         rows = [r for r in _read_csv(bench / spec.csv)[1] if r["label"] != ""]
-        names = [SCENE_CLASSES[int(r["label"])] if spec.integer_labels else r["label"] for r in rows]
+        names = [SCENE_CLASSES[int(r["label"])] if spec.name in INTEGER_LABELS else r["label"] for r in rows]
         feats.append(_mean_colour_features([bench / r["filepath"] for r in rows]))
         labels.append(np.array([SCENE_CLASSES.index(n) for n in names]))
     train_x, train_y = np.concatenate(feats[:4]), np.concatenate(labels[:4])
@@ -302,7 +314,9 @@ def test_scene_classes_are_separable_by_colour(world):
 
 def test_retrieval_sets(world):
     bench = Path(world["benchmarks"])
-    for name, csv_path in RETRIEVAL_SETS.items():
+    rsicd_style = [spec for spec in RETRIEVAL.values() if spec.name != "SkyScript"]
+    assert [spec.name for spec in rsicd_style] == ["RSICD", "RSITMD", "ucmcaptions"]
+    for name, csv_path in ((spec.name, spec.csv) for spec in rsicd_style):
         header, rows = _read_csv(bench / csv_path)
         assert header == ["filepath", "title"]
         per_image: dict[str, set[str]] = defaultdict(set)
@@ -329,17 +343,21 @@ def test_ovss_sets(world):
     ovss = Path(world["ovss"])
     conventions = set()
     for spec in OVSS_SETS:
-        base = ovss / spec.name
-        lines = (base / "classes.txt").read_text(encoding="utf-8").splitlines()
+        found = SEGMENTATION[spec.name].find(ovss)  # where the evaluator looks first
+        assert found == SEGMENTATION[spec.name].candidates(ovss)[0]
+        lines = (found.folder / "classes.txt").read_text(encoding="utf-8").splitlines()
         assert len(lines) == len(spec.classes) and all(s.strip() for line in lines for s in line.split(","))
-        images = sorted((base / "img_dir" / spec.split).iterdir())
+        images = sorted(found.images.iterdir())
         assert len(images) == world["counts"]["ovss_per_set"]
+        assert {p.suffix for p in images} == {spec.img_suffix}
         seen: set[int] = set()
         water_rgb = []
         for img_path in images:
-            ann_path = base / "ann_dir" / spec.split / (img_path.stem + spec.ann_suffix)
+            ann_path = found.labels / (img_path.stem + spec.ann_suffix)
             with Image.open(img_path) as im, Image.open(ann_path) as ann:
                 assert ann.mode == "L" and ann.size == im.size
+                kinds = {".tif": "TIFF", ".png": "PNG"}
+                assert (im.format, ann.format) == (kinds[spec.img_suffix], kinds[spec.ann_suffix[-4:]])
                 rgb = np.asarray(im.convert("RGB"), dtype=np.float32)
                 label = np.asarray(ann)
             seen |= set(np.unique(label).tolist())
@@ -393,7 +411,7 @@ def test_cli_same_seed_gives_identical_bytes_with_workers(tmp_path, capsys):
     first, second = _hashes(out), _hashes(Path(again["root"]))
     assert len(first) > 80
     assert first == second
-    assert main(["--out", str(out), "--seed", "5", "--scale", "tiny", "--workers", "1", "--no-progress"]) == 1
+    assert main(["--out", str(out), "--seed", "5", "--scale", "tiny", "--workers", "1", "--no-progress"]) == 2  # exists: a user error
     assert main(["--out", str(out), "--seed", "5", "--scale", "tiny", "--overwrite", "--no-progress"]) == 0
     assert _hashes(out) == first
     other = write_world(tmp_path / "other", seed=6, scale="tiny")

@@ -245,3 +245,65 @@ def test_ddp_ranks_stop_together(tmp_path):
     assert "non-finite loss terms: distill, loss" in log and "non-finite gradients" in log
     assert f"last good checkpoint: {logs / 'ddp' / 'checkpoints' / 'epoch_1.pt'}" in log
     assert torch.load(logs / "ddp" / "checkpoints" / "epoch_latest.pt", weights_only=True)["step"] == 2
+
+
+def test_step_checkpoints_go_through_the_guard(tmp_path, monkeypatch):
+    """NaN weights that no checked loss term or gradient showed (gradient checks off) are caught
+    before a step checkpoint is written; the message names the newest step file as the last good
+    one, which records the model settings and flags like an epoch checkpoint."""
+    js, imgs = write_mgrs(tmp_path / "mgrs", items=8)  # 4 steps per epoch
+    flags = stage2_flags(tmp_path, js, imgs, "steps", "--save-every-n-steps", "1",
+                         "--check-grads-every", "0", "--log-every-n-steps", "100")
+    poison(monkeypatch, at=3, kind="grad")
+    assert train_main.main(flags) == EXIT_DIVERGED
+    ckpts = tmp_path / "logs" / "steps" / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["step_1.pt", "step_2.pt"]
+    log = (tmp_path / "logs" / "steps" / "out.log").read_text()
+    assert "the weights hold NaN/inf" in log and "refusing to save" not in log
+    assert f"last good checkpoint: {ckpts / 'step_2.pt'}" in log
+    saved = torch.load(ckpts / "step_2.pt", map_location="cpu", weights_only=True)
+    assert saved["step"] == 2 and saved["model_settings"]["arch"] == MODEL
+    assert saved["train_args"]["save_every_n_steps"] == 1
+
+
+def test_amp_skip_count_and_streak_survive_a_mid_epoch_resume(tmp_path, monkeypatch):
+    """Steps 3-5 have NaN fp16 gradients (skipped by the GradScaler); --max-skipped-steps 3. A run
+    cut after the step checkpoint at step 4 (two skips in a row so far) and resumed stops like the
+    uninterrupted one: the streak reaches 3 at step 5, across the resume, and the skip totals
+    logged are the uninterrupted run's (the scaler's own first-step skip included)."""
+    js, imgs = write_mgrs(tmp_path / "mgrs", items=10)  # 5 steps per epoch
+    flags = ["--precision", "amp", "--max-skipped-steps", "3", "--save-every-n-steps", "4",
+             "--log-every-n-steps", "5"]
+    calls = poison(monkeypatch, at=3, until=5, kind="grad")
+    assert train_main.main(stage2_flags(tmp_path, js, imgs, "full", *flags)) == EXIT_DIVERGED
+
+    calls["n"] = 0  # counts global steps again: the cut run and its resume share the counter
+    real_step = Trainer.train_step
+
+    def crash_before_step_5(self, batch):
+        if self.step == 4:
+            raise KeyboardInterrupt("killed")
+        return real_step(self, batch)
+
+    monkeypatch.setattr(Trainer, "train_step", crash_before_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        train_main.main(stage2_flags(tmp_path, js, imgs, "cut", *flags))
+    monkeypatch.setattr(Trainer, "train_step", real_step)
+    step4 = torch.load(tmp_path / "logs" / "cut" / "checkpoints" / "step_4.pt", weights_only=True)
+    assert step4["guard"]["streaks"] == [2] and step4["guard"]["skipped_total"] >= 2
+    assert train_main.main(stage2_flags(tmp_path, js, imgs, "cut", *flags,
+                                        "--resume", "latest")) == EXIT_DIVERGED
+
+    def lines(name):
+        log = (tmp_path / "logs" / name / "out.log").read_text().splitlines()
+        steps = [re.sub(r" \| samples_per_s [^|]*", "", ln.split(" | INFO | ")[1])
+                 for ln in log if re.search(r"\] step \d+ \|", ln)]
+        stop = [ln.split("farslip train: ")[1] for ln in log if "training diverged" in ln
+                or "GradScaler skipped" in ln]
+        return steps, stop
+
+    (full_steps, full_stop), (cut_steps, cut_stop) = lines("full"), lines("cut")
+    assert "amp_skipped_steps_total" in full_steps[-1] and full_steps[-1] == cut_steps[-1]
+    assert full_steps[-1].startswith("epoch 0 [5/5] step 5 ")
+    assert len(full_stop) == 1 and "in a row (reached at step 5)" in full_stop[0]
+    assert cut_stop == [full_stop[0].replace("/full/", "/cut/")]

@@ -125,11 +125,53 @@ def test_kill_and_resume_reproduces_uninterrupted_run(tmp_path, monkeypatch):
     assert full["optimizer"]["state"].keys() == cut["optimizer"]["state"].keys()
 
 
-def test_existing_run_folder_is_not_overwritten(tmp_path):
+def test_mid_epoch_resume_from_a_step_checkpoint_reproduces_uninterrupted_run(tmp_path, monkeypatch, capsys):
+    """MGRS json (sampler offset) with a bad item and an EMA teacher; the run stops inside epoch 1,
+    after the step checkpoint at step 6 (batch 2 of 4); a changed layout is refused."""
+    js, imgs = write_mgrs(tmp_path / "mgrs", items=9, broken=True)
+    flags = ["--epochs", "2", "--distill-type", "ema", "--save-every-n-steps", "3"]
+    assert train_main.main(stage2_flags(tmp_path, js, imgs, "full", *flags)) == 0
+
+    real_step = Trainer.train_step
+
+    def crash_before_step_8(self, batch):
+        if self.step == 7:
+            raise KeyboardInterrupt("killed")
+        return real_step(self, batch)
+
+    monkeypatch.setattr(Trainer, "train_step", crash_before_step_8)
+    with pytest.raises(KeyboardInterrupt):
+        train_main.main(stage2_flags(tmp_path, js, imgs, "cut", *flags))
+    monkeypatch.setattr(Trainer, "train_step", real_step)
+    ckpts = tmp_path / "logs" / "cut" / "checkpoints"
+    step6 = torch.load(ckpts / "step_6.pt", weights_only=True)
+    assert step6["epoch"] == 1 and step6["position"]["epoch"] == 1
+    assert step6["position"]["batches"] == 2 and step6["position"]["kind"] == "sampler"
+    capsys.readouterr()
+    assert train_main.main(stage2_flags(tmp_path, js, imgs, "cut", *flags, "--resume", "latest",
+                                        "--seed", "1")) == 2  # a user error: one line
+    assert "seed 0 in the checkpoint, 1 in this run" in capsys.readouterr().err
+    assert train_main.main(stage2_flags(tmp_path, js, imgs, "cut", *flags,
+                                        "--resume", "latest")) == 0
+    log = (tmp_path / "logs" / "cut" / "out.log").read_text()
+    assert "continuing after batch 2 of epoch 1" in log
+    full, cut = _final_state(tmp_path / "logs" / "full"), _final_state(tmp_path / "logs" / "cut")
+    assert full["step"] == cut["step"] == 8 and full["skipped_total"] == cut["skipped_total"] >= 1
+    for part in ("state_dict", "state_dict_teacher"):
+        for key, value in full[part].items():
+            assert torch.equal(value, cut[part][key]), (part, key)
+    for index, state in full["optimizer"]["state"].items():
+        for key, value in state.items():
+            assert torch.equal(value, cut["optimizer"]["state"][index][key]), (index, key)
+
+
+def test_existing_run_folder_is_not_overwritten(tmp_path, capsys):
     js, imgs = write_mgrs(tmp_path / "mgrs")
     assert train_main.main(stage2_flags(tmp_path, js, imgs, "again")) == 0
-    with pytest.raises(SystemExit, match="--resume latest"):
-        train_main.main(stage2_flags(tmp_path, js, imgs, "again"))
+    capsys.readouterr()
+    assert train_main.main(stage2_flags(tmp_path, js, imgs, "again")) == 2  # a user error
+    err = capsys.readouterr().err
+    assert "farslip train: error: run folder" in err and "--resume latest" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("flags,message", [
@@ -150,6 +192,10 @@ def test_existing_run_folder_is_not_overwritten(tmp_path):
     (["--method", "vanilla", "--train-data", "a.csv", "--local-loss"], "--gather-with-grad"),
     (["--method", "vanilla", "--train-data", "a.csv", "--EMA-momentum", "1.5"], "EMA-momentum"),
     (["--method", "vanilla", "--train-data", "a.csv", "--resume", "nope.pt"], "no checkpoint file"),
+    (["--method", "vanilla", "--train-data", "a.csv", "--keep-checkpoints", "3"],
+     "only --save-every-n-steps N writes"),
+    (["--method", "vanilla", "--train-data", "a.csv", "--save-every-n-steps", "-1"],
+     "--save-every-n-steps must be >= 0"),
 ])
 def test_contradictory_flags_fail_at_start_up(flags, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -161,18 +207,22 @@ def test_contradictory_flags_fail_at_start_up(flags, message, capsys):
 def test_help_shows_defaults_and_off_switches(capsys):
     with pytest.raises(SystemExit):
         train_main.main(["--help"])
-    text = capsys.readouterr().out
+    text = " ".join(capsys.readouterr().out.split())  # undo the help's line wrapping
     for needle in ("--no-mpcl-loss", "--no-use-imagecrop-aug", "--no-force-quick-gelu",
                    "--no-long-text", "--EMA-momentum", "(default: openai)", "(default: 0.1)",
-                   "(default: segearth)", "(default: roi2pooled)"):
+                   "(default: segearth)", "(default: roi2pooled)",
+                   "0 = off, as the published recipe", "see docs/TRAINING.md) (default: 0)",
+                   "0 = keep all; default: 2 when --save-every-n-steps is on",
+                   "0 = never (default: 50)"):
         assert needle in text, needle
 
 
-def test_report_to_without_the_package_fails_before_training(tmp_path, monkeypatch):
+def test_report_to_without_the_package_fails_before_training(tmp_path, monkeypatch, capsys):
     import sys
 
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
     js, imgs = write_mgrs(tmp_path / "mgrs")
-    with pytest.raises(SystemExit, match="pip install tensorboard"):
-        train_main.main(stage2_flags(tmp_path, js, imgs, "tb", "--report-to", "tensorboard"))
+    assert train_main.main(stage2_flags(tmp_path, js, imgs, "tb", "--report-to", "tensorboard")) == 2
+    assert "farslip train: error: --report-to tensorboard needs the tensorboard package (pip install tensorboard)" \
+        in capsys.readouterr().err
     assert not (tmp_path / "logs" / "tb" / "checkpoints" / "epoch_latest.pt").exists()

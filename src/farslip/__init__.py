@@ -25,8 +25,7 @@ from .models import (
     roi_features,
     stretch_positional_embedding,
 )
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
     "CheckpointError", "CheckpointNotAvailable", "FrozenRows", "LAST_ATTN_TYPES", "REGISTRY",

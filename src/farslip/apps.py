@@ -29,10 +29,11 @@ from PIL import Image, ImageDraw, ImageFont, TiffImagePlugin
 import farslip
 
 from .atomic import atomic_write
-from .cli import HelpFormatter
-from .data.transforms import eval_transform
+from .cli import HelpFormatter, add_model_args, model_from_args
+from .data.image_files import to_rgb
+from .errors import add_debug_arg, resolve_device, run_command
 from .eval.classification import PROMPTS
-from .eval.cli import USER_ERRORS, add_model_args, model_from_args
+from .transforms import eval_transform
 from .eval.datasets import IMAGE_EXTENSIONS
 from .eval.encode import Runtime, text_classifier
 from .eval.report import palette
@@ -47,9 +48,13 @@ GEOTIFF_TAGS = (33550, 33922, 34264, 34735, 34736, 34737)
 
 
 def _open(path) -> Image.Image:
+    """An image file as RGB (16-bit greyscale scaled to 8 bits, see ``to_rgb``); ValueError naming it."""
     try:
         with Image.open(path) as image:
-            return image.convert("RGB")
+            return to_rgb(image, str(path))
+    except Image.DecompressionBombError as err:
+        raise ValueError(f"{path}: refused by Pillow's decompression-bomb guard ({err}); if the image is genuine, "
+                         f"cut it into tiles or downscale it first") from None
     except (OSError, ValueError) as err:
         raise ValueError(f"cannot read image {path}: {err}") from err
 
@@ -88,7 +93,18 @@ def parse_labels(text: str) -> list[str]:
     labels = [item.strip() for item in items if item.strip()]
     if len(labels) < 2:
         raise ValueError(f"need at least two labels, got {labels!r}")
+    _no_repeats([[label] for label in labels], "--labels", "label")
     return labels
+
+
+def _no_repeats(classes: list[list[str]], flag: str, what: str) -> None:
+    """A name given twice would get two columns of probabilities (or two colours) under one name."""
+    seen: set[str] = set()
+    for names in classes:
+        for name in names:
+            if name in seen:
+                raise ValueError(f"{flag}: {what} {name!r} is given twice; give each name once")
+            seen.add(name)
 
 
 def parse_classes(text: str) -> list[list[str]]:
@@ -99,6 +115,7 @@ def parse_classes(text: str) -> list[list[str]]:
     classes = [[s.strip() for s in row.split(",") if s.strip()] for row in rows if row.strip()]
     if len(classes) < 2:
         raise ValueError(f"need at least two classes, got {classes!r}")
+    _no_repeats(classes, "--classes", "class name")
     return classes
 
 
@@ -131,6 +148,7 @@ def build_classify_parser() -> argparse.ArgumentParser:
                              "file; - writes the JSON to standard output and the table to standard error")
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
     add_model_args(parser)
+    add_debug_arg(parser)
     return parser
 
 
@@ -138,28 +156,31 @@ def main_classify(argv: Optional[list[str]] = None) -> int:
     parser = build_classify_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    try:
-        labels = parse_labels(args.labels)
-        paths = expand_images(args.images)
-        model, tokenizer = model_from_args(args)
-        run = Runtime(batch_size=args.batch_size, workers=0, device=args.device, precision=args.precision)
-        weights = text_classifier(model, tokenizer, labels, PROMPTS, run)
-        table = sys.stderr if args.json == "-" else sys.stdout
-        top = min(args.top, len(labels))
-        records = []
-        for start in range(0, len(paths), args.batch_size):
-            chunk = paths[start:start + args.batch_size]
-            probs = classify(model, tokenizer, [_open(p) for p in chunk], labels, run, weights=weights)
-            for path, row in zip(chunk, probs):
-                values, indices = row.topk(top)
-                print(path, file=table)
-                for value, index in zip(values.tolist(), indices.tolist()):
-                    print(f"  {100 * value:6.2f}%  {labels[index]}", file=table)
-                records.append({"image": str(path), "prediction": labels[int(row.argmax())],
-                                "probabilities": dict(zip(labels, row.tolist()))})
-    except USER_ERRORS as err:
-        print(f"farslip classify: error: {err}", file=sys.stderr)
-        return 2
+    return run_command("farslip classify", args.debug, lambda: _classify(args))
+
+
+def _classify(args: argparse.Namespace) -> int:
+    if args.batch_size < 1 or args.top < 1:
+        raise ValueError(f"--batch-size and --top must be >= 1 (got {args.batch_size}, {args.top})")
+    args.device = resolve_device(args.device)
+    labels = parse_labels(args.labels)
+    paths = expand_images(args.images)
+    model, tokenizer = model_from_args(args)
+    run = Runtime(batch_size=args.batch_size, workers=0, device=args.device, precision=args.precision)
+    weights = text_classifier(model, tokenizer, labels, PROMPTS, run)
+    table = sys.stderr if args.json == "-" else sys.stdout
+    top = min(args.top, len(labels))
+    records = []
+    for start in range(0, len(paths), args.batch_size):
+        chunk = paths[start:start + args.batch_size]
+        probs = classify(model, tokenizer, [_open(p) for p in chunk], labels, run, weights=weights)
+        for path, row in zip(chunk, probs):
+            values, indices = row.topk(top)
+            print(path, file=table)
+            for value, index in zip(values.tolist(), indices.tolist()):
+                print(f"  {100 * value:6.2f}%  {labels[index]}", file=table)
+            records.append({"image": str(path), "prediction": labels[int(row.argmax())],
+                            "probabilities": dict(zip(labels, row.tolist()))})
     if args.json:
         _json_out(args.json, records)
     return 0
@@ -245,7 +266,7 @@ def build_segment_parser() -> argparse.ArgumentParser:
                              "(default: overlay.png for one image, overlays/ for several)")
     parser.add_argument("--alpha", type=float, default=0.5, help="opacity of the class colours")
     parser.add_argument("--last-attn", default="segearth", choices=farslip.LAST_ATTN_TYPES, help="dense variant")
-    parser.add_argument("--long-side", type=int, default=None, help="resize long side (default: 2 x model size)")
+    parser.add_argument("--long-side", type=int, default=None, help="resize long side (default 448: the paper's 448/224/112 windows)")
     parser.add_argument("--save-labels", default=None,
                         help="also write the class index map (uint8): a file for one image (.png, or .tif to keep a "
                              "GeoTIFF's georeferencing), a folder for several (<stem>_labels.tif for TIFF inputs, "
@@ -255,6 +276,7 @@ def build_segment_parser() -> argparse.ArgumentParser:
                         help="write one record per image (size, pixels and share of each class, files written) to "
                              "this JSON file; - writes the JSON to standard output and the table to standard error")
     add_model_args(parser)
+    add_debug_arg(parser)
     return parser
 
 
@@ -284,46 +306,47 @@ def main_segment(argv: Optional[list[str]] = None) -> int:
     parser = build_segment_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    try:
-        classes = parse_classes(args.classes)
-        paths = expand_images(args.images)
-        overlays, label_files = _segment_targets(paths, args)
-        model, tokenizer = model_from_args(args)
-        run = Runtime(batch_size=16, workers=0, device=args.device, precision=args.precision)
-        table = sys.stderr if args.json == "-" else sys.stdout
+    return run_command("farslip segment", args.debug, lambda: _segment(args))
+
+
+def _segment(args: argparse.Namespace) -> int:
+    args.device = resolve_device(args.device)
+    classes = parse_classes(args.classes)
+    paths = expand_images(args.images)
+    overlays, label_files = _segment_targets(paths, args)
+    model, tokenizer = model_from_args(args)
+    run = Runtime(batch_size=16, workers=0, device=args.device, precision=args.precision)
+    table = sys.stderr if args.json == "-" else sys.stdout
+    with torch.no_grad():
+        queries = build_queries(model, tokenizer, classes, run)
+    keys = set()
+    records = []
+    for index, path in enumerate(paths):
+        image = _open(path)
         with torch.no_grad():
-            queries = build_queries(model, tokenizer, classes, run)
-        keys = set()
-        records = []
-        for index, path in enumerate(paths):
-            image = _open(path)
-            with torch.no_grad():
-                labels = segment_labels(model, image, queries, last_attn=args.last_attn, run=run,
-                                        long_side=args.long_side)
-            picture = overlay(image, labels, classes, args.alpha)
-            atomic_write(overlays[index], lambda handle: picture.save(handle, format="PNG"), durable=False)
-            record = {"image": str(path), "width": image.width, "height": image.height,
-                      "overlay": str(overlays[index])}
-            if label_files:
-                record["labels"] = str(label_files[index])
-                record["georeferenced"] = save_labels(labels, label_files[index], path)
-                key = label_files[index].with_suffix(".classes.csv") if len(paths) == 1 \
-                    else label_files[index].parent / "labels.classes.csv"
-                if key not in keys:
-                    write_class_key(key, classes)
-                    keys.add(key)
-                record["class_key"] = str(key)
-            counts = np.bincount(labels.ravel(), minlength=len(classes))
-            record["classes"] = {names[0]: {"pixels": int(n), "share": float(n / labels.size)}
-                                 for names, n in zip(classes, counts)}
-            records.append(record)
-            print(path, file=table)
-            for names, n in sorted(zip(classes, counts), key=lambda item: -item[1]):
-                print(f"  {100 * n / labels.size:6.2f}%  {names[0]}", file=table)
-            print(f"overlay: {overlays[index]}", file=table)
-    except USER_ERRORS as err:
-        print(f"farslip segment: error: {err}", file=sys.stderr)
-        return 2
+            labels = segment_labels(model, image, queries, last_attn=args.last_attn, run=run,
+                                    long_side=args.long_side)
+        picture = overlay(image, labels, classes, args.alpha)
+        atomic_write(overlays[index], lambda handle: picture.save(handle, format="PNG"), durable=False)
+        record = {"image": str(path), "width": image.width, "height": image.height,
+                  "overlay": str(overlays[index])}
+        if label_files:
+            record["labels"] = str(label_files[index])
+            record["georeferenced"] = save_labels(labels, label_files[index], path)
+            key = label_files[index].with_suffix(".classes.csv") if len(paths) == 1 \
+                else label_files[index].parent / "labels.classes.csv"
+            if key not in keys:
+                write_class_key(key, classes)
+                keys.add(key)
+            record["class_key"] = str(key)
+        counts = np.bincount(labels.ravel(), minlength=len(classes))
+        record["classes"] = {names[0]: {"pixels": int(n), "share": float(n / labels.size)}
+                             for names, n in zip(classes, counts)}
+        records.append(record)
+        print(path, file=table)
+        for names, n in sorted(zip(classes, counts), key=lambda item: -item[1]):
+            print(f"  {100 * n / labels.size:6.2f}%  {names[0]}", file=table)
+        print(f"overlay: {overlays[index]}", file=table)
     if args.json:
         _json_out(args.json, records)
     return 0

@@ -35,7 +35,10 @@ from PIL import Image, ImageDraw
 
 import farslip
 
-from .data.synthetic import Scale, write_world
+from .atomic import atomic_write
+from .cli import CommandParser
+from .errors import add_debug_arg, run_command
+from .synth import Scale, write_world
 from .eval import evaluate_classification, evaluate_retrieval, evaluate_segmentation, write_report
 from .eval.datasets import load_label_map, read_classnames, read_class_synonyms, segmentation_pairs
 from .eval.metrics import deduplicate_pairs
@@ -104,13 +107,12 @@ def chance_levels(world: dict) -> dict[str, float]:
         ret.append(float(np.mean(recalls)))
     seg = []
     for spec in SEGMENTATION.values():
-        folder = ovss / spec.dir
-        if not folder.is_dir():
+        found = spec.find(ovss)
+        if found is None:
             continue
-        classes = read_class_synonyms(folder / "classes.txt")
+        classes = read_class_synonyms(found.folder / "classes.txt")
         counts = np.zeros(len(classes))
-        for _, ann in segmentation_pairs(folder / "img_dir" / spec.split, folder / "ann_dir" / spec.split,
-                                         spec.ann_suffix):
+        for _, ann in segmentation_pairs(found.images, found.labels, spec.ann_suffix, spec.img_suffix):
             labels = load_label_map(ann, spec.reduce_zero_label)
             counts += np.bincount(labels[labels < len(classes)].ravel(), minlength=len(classes))[: len(classes)]
         total, k = counts.sum(), len(classes)
@@ -135,8 +137,8 @@ def train_stages(cfg: DemoConfig, out: Path, world: dict) -> dict[str, Path]:
     """Stage 1 from ``untrained.pt``, stage 2 from stage 1's last checkpoint; returns the checkpoints."""
     torch.manual_seed(cfg.seed)
     untrained = out / "checkpoints" / "untrained.pt"
-    untrained.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(farslip.create_model(cfg.model).state_dict(), untrained)
+    state = farslip.create_model(cfg.model).state_dict()
+    atomic_write(untrained, lambda handle: torch.save(state, handle))
     common = ["--model", cfg.model, "--batch-size", str(cfg.batch_size), "--wd", str(cfg.wd),
               "--warmup", str(cfg.warmup), "--workers", "1", "--seed", str(cfg.seed), "--precision", "fp32",
               "--log-every-n-steps", "10", *cfg.extra_train_flags]
@@ -205,7 +207,7 @@ def plot_table(scores: dict[str, dict[str, float]], chance: dict[str, float], pa
         ax.legend(loc="upper left", fontsize=8)
     fig.suptitle("FarSLIP demo on the synthetic world: what each stage buys")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=110))
     plt.close(fig)
 
 
@@ -225,11 +227,11 @@ def overlays(models: dict[str, torch.nn.Module], world: dict, path: Path, count:
     from .eval.report import palette
     from .eval.segmentation import build_queries, segment_labels
 
-    spec = next(s for s in SEGMENTATION.values() if (Path(world["ovss"]) / s.dir).is_dir())
-    folder = Path(world["ovss"]) / spec.dir
-    classes = read_class_synonyms(folder / "classes.txt")
+    spec = next(s for s in SEGMENTATION.values() if s.find(Path(world["ovss"])))
+    found = spec.locate(Path(world["ovss"]))
+    classes = read_class_synonyms(found.folder / "classes.txt")
     colours = palette(len(classes))
-    pairs = segmentation_pairs(folder / "img_dir" / spec.split, folder / "ann_dir" / spec.split, spec.ann_suffix)
+    pairs = segmentation_pairs(found.images, found.labels, spec.ann_suffix, spec.img_suffix)
     run = Runtime(batch_size=64, workers=0)
     queries = {row: build_queries(model, farslip.get_tokenizer(model), classes, run) for row, model in models.items()}
     truths = {pair: load_label_map(pair[1], spec.reduce_zero_label) for pair in pairs}
@@ -260,7 +262,7 @@ def overlays(models: dict[str, torch.nn.Module], world: dict, path: Path, count:
     full.paste(header, (0, 0))
     full.paste(canvas, (0, 16))
     full.paste(legend, (0, 16 + canvas.height))
-    full.save(path)
+    atomic_write(path, lambda handle: full.save(handle, format="PNG"))
 
 
 def run_demo(out: Path, cfg: DemoConfig) -> dict:
@@ -281,7 +283,7 @@ def run_demo(out: Path, cfg: DemoConfig) -> dict:
     log.info("4/4 writing the table, the plot and the overlays")
     chance = chance_levels(world)
     table = summary_table(scores, chance)
-    (out / "summary.md").write_text(table + "\n")
+    atomic_write(out / "summary.md", table + "\n")
     plot_table(scores, chance, out / "summary.png")
     overlays(models, world, out / "segmentation_overlays.png")
     margins = {row: {task: scores[row][task] - max(scores["untrained"][task], chance[task]) for task in HEADERS}
@@ -290,24 +292,31 @@ def run_demo(out: Path, cfg: DemoConfig) -> dict:
                "margins_over_untrained_and_chance": margins, "checkpoints": {k: str(v) for k, v in checkpoints.items()},
                "results": {row: str(out / "eval" / row.replace(" ", "") / "results.json") for row in checkpoints},
                "seconds": round(time.perf_counter() - started, 1)}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    atomic_write(out / "summary.json", json.dumps(summary, indent=2))
     return summary
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="farslip demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandParser(prog="farslip demo", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     parser.add_argument("--preset", default="full", choices=sorted(PRESETS),
                         help="full: what make demo runs; reduced: the slow test's smaller run (default: full)")
     parser.add_argument("--model", default=None, help="architecture to train (default: ViT-Small-8)")
     parser.add_argument("--nproc", type=int, default=None, help="training processes (default: 2)")
+    add_debug_arg(parser)
     return parser
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    return run_command("farslip demo", args.debug, lambda: _demo(args))
+
+
+def _demo(args: argparse.Namespace) -> int:
+    if args.nproc is not None and args.nproc < 1:
+        raise ValueError(f"--nproc must be >= 1 (got {args.nproc})")
     cfg = PRESETS[args.preset]
     cfg = replace(cfg, **{k: v for k, v in dict(model=args.model, nproc=args.nproc).items() if v is not None})
     out = Path(args.out)

@@ -56,7 +56,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def world_paths(folder: Optional[str], scale: str) -> dict:
     """Paths of an existing world in ``folder``, or of a fresh one written to a temp dir."""
-    from farslip.data.synthetic import write_world
+    from farslip.synth import write_world
 
     if folder is None:
         return write_world(tempfile.mkdtemp(prefix="farslip-bench-"), scale=scale)
@@ -207,6 +207,7 @@ def main(argv: list[str]) -> int:
     import torch
 
     import farslip
+    from farslip.atomic import atomic_write
     from farslip.data.train_data import get_train_data
 
     world = world_paths(opts.world, opts.scale)
@@ -234,9 +235,7 @@ def main(argv: list[str]) -> int:
             del info  # stops persistent workers before the next configuration starts its own
     finally:
         torch.set_num_threads(threads)
-    os.makedirs(os.path.dirname(os.path.abspath(opts.out)), exist_ok=True)
-    with open(opts.out, "w", encoding="utf-8") as f:
-        json.dump({"cpu_count": os.cpu_count(), "results": results}, f, indent=2)
+    atomic_write(opts.out, json.dumps({"cpu_count": os.cpu_count(), "results": results}, indent=2))
     print("| pipeline | resize | object crops | workers | samples/s | samples/s per worker | local views/s "
           "| first batch (s) | samples per CPU-s (workers 0) |")
     print("|---|---|---|---:|---:|---:|---:|---:|---:|")

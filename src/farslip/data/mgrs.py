@@ -8,13 +8,18 @@ the caption is ``global_caption``, falling back to ``detailed_caption`` and then
 is ``a satellite image of {category}`` with its ``category_id`` as label; a free-text object
 (``cap``) has label -1 (no category). Items are parsed lazily, so one malformed item costs one
 skipped sample, not the run.
+
+Every object that is looked at and not kept is counted by reason (:data:`DROP_REASONS`: malformed,
+inverted or empty, outside the image, below ``--min-size``, above ``--max-size``); the counts travel
+with each training batch (``dropped_boxes``) and the trainer logs their sum once per epoch. A
+malformed object is also named in a warning.
 """
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any, Optional, Sequence
 
@@ -30,6 +35,10 @@ CATEGORY_TEMPLATE = "a satellite image of {}"
 FREE_TEXT_LABEL = -1
 # Explicit bbox key spellings accepted, in (x1, y1, x2, y2) order.
 BOX_KEYS = (("x1", "y1", "x2", "y2"), ("xmin", "ymin", "xmax", "ymax"))
+
+# Why an object was not kept, in the order of the ``dropped_boxes`` counts of a batch.
+DROP_REASONS = ("malformed", "inverted or empty (x2 <= x1 or y2 <= y1)", "outside the image", "below --min-size",
+                "above --max-size")
 
 # (x1, y1, x2, y2, W, H): box corners and the image size they refer to (None when not given).
 ParsedBox = tuple[float, float, float, float, Optional[float], Optional[float]]
@@ -102,29 +111,58 @@ def select_regions(
     min_size: float,
     max_size: Optional[float],
     name: str = "item",
+    dropped: Optional[Counter] = None,
 ) -> list[Region]:
     """Shuffle ``objects``, clip each box, keep it if its area passes the size filter, stop at ``max_boxes``.
 
     Shuffles with torch's global CPU generator: call under the sample's
-    :func:`~farslip.data.views.seeded`. Malformed objects are logged and ignored.
+    :func:`~farslip.data.views.seeded`. Malformed objects are logged and ignored. Each object looked
+    at and not kept adds one to ``dropped[reason]`` (reasons: :data:`DROP_REASONS`).
     """
+    dropped = Counter() if dropped is None else dropped
     picked: list[Region] = []
     for i in torch.randperm(len(objects)).tolist():
         if len(picked) == max_boxes:
             break
         try:
-            x1, y1, x2, y2 = clip_box(parse_bbox(objects[i]["bbox"]), width, height)
+            parsed = parse_bbox(objects[i]["bbox"])
             text, label = region_text(objects[i])
         except (KeyError, TypeError, ValueError) as exc:
             logger.warning("%s: ignoring object %d: %s", name, i, exc)
+            dropped[DROP_REASONS[0]] += 1
             continue
-        area = max(x2 - x1, 0.0) * max(y2 - y1, 0.0)
-        if area < min_size**2 or (max_size is not None and area > max_size**2):
+        if parsed[2] <= parsed[0] or parsed[3] <= parsed[1]:
+            dropped[DROP_REASONS[1]] += 1
             continue
+        x1, y1, x2, y2 = clip_box(parsed, width, height)
         box = (round(x1), round(y1), round(x2), round(y2))
-        if box[2] > box[0] and box[3] > box[1]:
+        if not (box[2] > box[0] and box[3] > box[1]):
+            dropped[DROP_REASONS[2]] += 1  # nothing of it (not a whole pixel) lies inside the image
+            continue
+        area = (x2 - x1) * (y2 - y1)
+        if area < min_size**2:
+            dropped[DROP_REASONS[3]] += 1
+        elif max_size is not None and area > max_size**2:
+            dropped[DROP_REASONS[4]] += 1
+        else:
             picked.append(Region(box, text, label))
     return picked
+
+
+class RegionSelection:
+    """The :data:`~farslip.data.views.RegionPicker` of one item: :func:`select_regions` of its
+    objects, keeping the counts of the objects it dropped (``dropped``) from its last call."""
+
+    def __init__(self, objects: Sequence[Mapping], max_boxes: int, min_size: float, max_size: Optional[float],
+                 name: str) -> None:
+        self.objects, self.max_boxes, self.min_size, self.max_size, self.name = \
+            objects, max_boxes, min_size, max_size, name
+        self.dropped: Counter = Counter()
+
+    def __call__(self, width: int, height: int) -> list[Region]:
+        self.dropped = Counter()
+        return select_regions(self.objects, width, height, self.max_boxes, self.min_size, self.max_size,
+                              self.name, self.dropped)
 
 
 class MgrsItems(Sequence):
@@ -137,10 +175,16 @@ class MgrsItems(Sequence):
         try:
             with open(json_path, encoding="utf-8") as f:
                 self.items = json.load(f)
-        except (OSError, json.JSONDecodeError) as exc:
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"cannot read MGRS annotations {json_path}: not valid JSON ({exc}); a truncated or "
+                             "interrupted copy? Fetch it again") from exc
+        except (OSError, UnicodeDecodeError) as exc:
             raise ValueError(f"cannot read MGRS annotations {json_path}: {exc}") from exc
         if not isinstance(self.items, list):
-            raise ValueError(f"{json_path}: expected a JSON list of items, got {type(self.items).__name__}")
+            raise ValueError(f"{json_path}: expected a JSON list of items (MGRS text_info.json), got a JSON "
+                             f"{type(self.items).__name__}")
+        if not self.items:
+            raise ValueError(f"{json_path}: the list of items is empty")
         self.json_path = json_path
         self.max_boxes, self.min_size, self.max_size = max_boxes, min_size, max_size
         self.objects = objects
@@ -162,9 +206,6 @@ class MgrsItems(Sequence):
             segment = item.get("segment") or []
             if not isinstance(segment, list):
                 raise BadSample(f"{name}: 'segment' is not a list")
-            regions = functools.partial(
-                select_regions, segment,
-                max_boxes=self.max_boxes, min_size=self.min_size, max_size=self.max_size, name=name,
-            )
+            regions = RegionSelection(segment, self.max_boxes, self.min_size, self.max_size, name)
         return FileItem(item["global_filepath"], caption, regions)
 

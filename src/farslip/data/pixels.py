@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .jitter import JitterDraw, apply_jitter, draw_jitter
-from .transforms import Size, _pair
+from ..transforms import Size, _pair
 
 RESIZES = ("torch", "pil")
 PixelBox = tuple[int, int, int, int]

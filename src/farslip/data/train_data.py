@@ -8,8 +8,12 @@ A batch is a dict of CPU tensors (B images, N = ``--max-boxes``, S = image size,
 - with objects: ``obj_box`` [B, N, 4], ``obj_valid`` [B, N], ``obj_text`` [Mo, L],
   ``obj_label`` [Mo] long (-1: free text, no category) for all Mo objects, and ``obj``
   [Mp, 3, S, S] the crops of those that a loss looks at (``object_pixels``): all of them, or
-  then ``obj_rows`` [Mp] says which object each crop is;
-- ``skipped``: long scalar, bad samples this worker skipped since its previous batch.
+  only some, and then ``obj_rows`` [Mp] says which object each crop is;
+- ``skipped``: long scalar, bad samples this worker skipped since its previous batch;
+- MGRS objects: ``dropped_boxes`` [len(DROP_REASONS)] long, the objects of the batch's images
+  looked at and not kept, per reason of :data:`farslip.data.mgrs.DROP_REASONS`;
+- webdataset only: ``position`` [3] long, (worker, raw samples taken, batches made) after this
+  batch (see :mod:`farslip.data.rs5m`), for step checkpoints and exact mid-epoch resume.
 
 Training views are uint8 (``farslip.data.pixels``; the trainer normalises them on the device
 with ``normalize_views``); validation images are the normalised float32 of the eval transform.
@@ -29,11 +33,11 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from .csv_data import check_files, image_root, read_pairs
-from .image_files import EpochTagged, ImageFileDataset
-from .mgrs import MgrsItems
-from .rs5m import RS5MStream, SharedEpoch, expand_shards
+from .image_files import EpochTagged, ImageFileDataset, probe_images
 from .jitter import hue_tables
+from .mgrs import DROP_REASONS, MgrsItems
 from .pixels import RESIZES, SquashViews
+from .rs5m import RS5MStream, SharedEpoch, StreamStart, check_shards, expand_shards
 from .transforms import eval_transform
 from .views import CROP_METHODS, OBJECT_PIXELS, ViewMaker
 
@@ -83,18 +87,27 @@ class Collate:
             batch["obj_text"] = self.tokenizer(texts) if texts else text.new_zeros((0, text.shape[1]))
             batch["obj_label"] = torch.tensor([y for s in samples for y in s["obj_label"]], dtype=torch.long)
         batch["skipped"] = torch.tensor(sum(s["skipped"] for s in samples), dtype=torch.long)
+        if "dropped_boxes" in samples[0]:
+            batch["dropped_boxes"] = torch.tensor(
+                [sum(s["dropped_boxes"].get(reason, 0) for s in samples) for reason in DROP_REASONS], dtype=torch.long)
         return batch
 
 
 @dataclass
 class DataInfo:
-    """A loader with its epoch length; ``set_epoch`` reshuffles (DistributedSampler / shared epoch)."""
+    """A loader with its epoch length; ``set_epoch`` reshuffles (DistributedSampler / shared epoch).
+
+    ``stream_workers`` is the number of logical workers of a webdataset stream (``--workers``,
+    at least 1) and 0 for map-style data, whose order does not depend on the workers.
+    """
 
     dataloader: DataLoader
     num_samples: int
     num_batches: int
     sampler: Optional[EpochTagged] = None
     shared_epoch: Optional[SharedEpoch] = None
+    batch_size: int = 0
+    stream_workers: int = 0
 
     def set_epoch(self, epoch: int) -> None:
         if self.sampler is not None:
@@ -102,10 +115,34 @@ class DataInfo:
         if self.shared_epoch is not None:
             self.shared_epoch.set(epoch)
 
+    def resume_at(self, epoch: int, batches: int, streams: Optional[list[tuple[int, int]]] = None) -> None:
+        """Let ``epoch`` begin after its first ``batches`` batches (this rank's).
 
-def _loader_kwargs(workers: int) -> dict:
+        Map-style data starts its sampler that many batches in; a webdataset stream needs the
+        (raw samples taken, batches made) of each of its workers, ``streams``. Call before the
+        first iteration of the loader.
+        """
+        if not 0 <= batches < self.num_batches:
+            raise ValueError(f"cannot resume after batch {batches} of an epoch of {self.num_batches}")
+        if self.sampler is not None:
+            self.sampler.start_at(epoch, batches * self.batch_size)
+            return
+        if streams is None or len(streams) != self.stream_workers:
+            raise ValueError(f"a webdataset stream resumes with one position per worker "
+                             f"({self.stream_workers}), got {streams!r}")
+        start = StreamStart(epoch, batches, tuple(int(t) for t, _ in streams), tuple(int(m) for _, m in streams))
+        self.dataloader.dataset.resume_at(start)
+
+
+def _loader_kwargs(workers: int, seed: int) -> dict:
+    """Worker settings of the training loaders. The loader draws its workers' base seed from its
+    own generator, not from torch's global one, so creating an iterator (each epoch with
+    ``--workers 0``, once with persistent workers) never moves the training RNG: a resumed run's
+    global RNG follows the uninterrupted run's. (The data draws nothing from worker seeds: every
+    sample's randomness comes from its own seed, see :mod:`farslip.data.views`.)"""
     return dict(
-        num_workers=workers, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available()
+        num_workers=workers, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
+        generator=torch.Generator().manual_seed(seed),
     )
 
 
@@ -120,7 +157,7 @@ def _crop_method(args: argparse.Namespace, crops: bool) -> Optional[str]:
 def _webdataset(args: argparse.Namespace, views: ViewMaker, collate: Collate, epoch: int) -> DataInfo:
     if not args.train_num_samples:
         raise ValueError("--train-num-samples is required for --train-dataset-type webdataset (no size file)")
-    urls = expand_shards(args.train_data)
+    urls = check_shards(expand_shards(args.train_data), args.train_data)
     workers = max(args.workers, 1)
     if not args.dataset_resampled and len(urls) < args.world_size * workers:
         raise ValueError(
@@ -133,10 +170,11 @@ def _webdataset(args: argparse.Namespace, views: ViewMaker, collate: Collate, ep
         urls, views, collate, args.batch_size, num_batches, shared_epoch,
         seed=args.seed, rank=args.rank, world_size=args.world_size, resampled=args.dataset_resampled,
     )
-    loader = DataLoader(dataset, batch_size=None, **_loader_kwargs(args.workers))
+    loader = DataLoader(dataset, batch_size=None, **_loader_kwargs(args.workers, args.seed))
     logger.info("train data: %d shard(s), %d batch(es) of %d per rank per epoch",
                 len(urls), num_batches, args.batch_size)
-    return DataInfo(loader, num_batches * args.batch_size * args.world_size, num_batches, shared_epoch=shared_epoch)
+    return DataInfo(loader, num_batches * args.batch_size * args.world_size, num_batches, shared_epoch=shared_epoch,
+                    batch_size=args.batch_size, stream_workers=workers)
 
 
 def _file_dataset(args: argparse.Namespace, views: ViewMaker, collate: Collate, objects: bool, epoch: int) -> DataInfo:
@@ -147,6 +185,7 @@ def _file_dataset(args: argparse.Namespace, views: ViewMaker, collate: Collate, 
     if args.train_num_samples:
         logger.info("--train-num-samples is ignored for %s data: an epoch is one pass", args.train_dataset_type)
     dataset = ImageFileDataset(items, image_root(args.train_data, args.root_train_img_dir), views, seed=args.seed)
+    probe_images(dataset, args.train_data)
     sampler = EpochTagged(
         DistributedSampler(
             dataset, num_replicas=args.world_size, rank=args.rank, shuffle=True, seed=args.seed, drop_last=True
@@ -157,15 +196,18 @@ def _file_dataset(args: argparse.Namespace, views: ViewMaker, collate: Collate, 
     if num_batches == 0:
         raise ValueError(
             f"{args.train_data}: {len(dataset)} item(s) give no full batch of {args.batch_size} "
-            f"on {args.world_size} rank(s)"
+            f"on {args.world_size} rank(s): "
+            + (f"lower --batch-size to at most {len(sampler)} (the items per rank)" if len(sampler)
+               else f"use at most {len(dataset)} rank(s)")
         )
     loader = DataLoader(
         dataset, batch_size=args.batch_size, sampler=sampler, drop_last=True, collate_fn=collate,
-        **_loader_kwargs(args.workers),
+        **_loader_kwargs(args.workers, args.seed),
     )
     logger.info("train data: %d item(s), %d batch(es) of %d per rank per epoch",
                 len(dataset), num_batches, args.batch_size)
-    return DataInfo(loader, num_batches * args.batch_size * args.world_size, num_batches, sampler=sampler)
+    return DataInfo(loader, num_batches * args.batch_size * args.world_size, num_batches, sampler=sampler,
+                    batch_size=args.batch_size)
 
 
 def get_train_data(

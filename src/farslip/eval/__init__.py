@@ -8,22 +8,16 @@
                "segmentation": evaluate_segmentation(model, tokenizer, "/data/ovss", ["LoveDA"])}
     write_report(results, "eval_results/FarSLIP1-ViT-B-32")
 
-The command line is ``farslip eval classification|retrieval|segmentation|all`` (:mod:`.cli`).
+The command line is ``farslip eval classification|retrieval|segmentation|all|report`` (:mod:`.cli`,
+also ``python -m farslip.eval ...``); the benchmark registry, the one place that says where each
+data set lives, is :mod:`.registry`.
 """
-import importlib
+from .classification import evaluate_classification
+from .registry import CLASSIFICATION, RETRIEVAL, SEGMENTATION
+from .report import write_report
+from .retrieval import evaluate_retrieval
+from .runner import DatasetFailed
+from .segmentation import evaluate_segmentation
 
-# Loaded on first use, so that ``python -m farslip.eval.segmentation`` (and the other task modules)
-# does not import the module it is about to run as ``__main__``.
-_EXPORTS = {
-    "evaluate_classification": "classification", "evaluate_retrieval": "retrieval",
-    "evaluate_segmentation": "segmentation", "write_report": "report", "DatasetFailed": "runner",
-    "CLASSIFICATION": "registry", "RETRIEVAL": "registry", "SEGMENTATION": "registry",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["CLASSIFICATION", "DatasetFailed", "RETRIEVAL", "SEGMENTATION", "evaluate_classification",
+           "evaluate_retrieval", "evaluate_segmentation", "write_report"]

@@ -4,7 +4,9 @@ Runs the evaluators' own steps on the synthetic world's sets, per model: the one
 (the classification classifier: 2 prompts per class; the OVSS queries: 80 templates per synonym;
 the retrieval captions) and the image side, whose throughput is the number that scales with a
 benchmark's size. Image passes are timed after an untimed warm-up pass. Segmentation counts
-original images (9 windows each at the default long side of 2 x the model's image size).
+original images (resized to a long side of 448 and cut into up to 3 x 3 224-px windows, each
+resized to the model's input: the reference geometry; ``--window-geometry model`` measures the
+geometry scaled with the model instead).
 """
 from __future__ import annotations
 
@@ -19,15 +21,16 @@ import torch
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
 import farslip
-from farslip.data.csv_data import read_pairs
-from farslip.data.synthetic import write_world
-from farslip.data.transforms import eval_transform
+from farslip.atomic import atomic_write
+from farslip.data.csv_data import read_labels, read_pairs
+from farslip.synth import write_world
+from farslip.transforms import eval_transform
 
 from .classification import PROMPTS
 from .datasets import read_class_synonyms, read_classnames, segmentation_pairs
 from .encode import Runtime, encode_image_files, encode_texts, text_classifier
 from .registry import CLASSIFICATION, RETRIEVAL, SEGMENTATION
-from .segmentation import build_queries, segment_folder, window_size
+from .segmentation import WINDOW_GEOMETRIES, build_queries, geometry_for, segment_folder
 
 TASKS = ("classification", "retrieval", "segmentation")
 
@@ -38,24 +41,26 @@ def _timed(fn):
     return out, time.perf_counter() - start
 
 
-def measure(model, tokenizer, world: Path, task: str, run: Runtime) -> dict:
+def measure(model, tokenizer, world: Path, task: str, run: Runtime, geometry: str = "reference") -> dict:
     """Text-side seconds and image-side images/s of ``task`` on its first synthetic set."""
     transform = eval_transform(model.visual.image_size)
     if task == "segmentation":
         spec = SEGMENTATION["OpenEarthMap"]
-        folder = world / "ovss" / spec.dir
-        pairs = segmentation_pairs(folder / "img_dir" / spec.split, folder / "ann_dir" / spec.split, spec.ann_suffix)
-        queries, text_s = _timed(lambda: build_queries(model, tokenizer, read_class_synonyms(folder / "classes.txt"), run))
+        found = spec.locate(world / "ovss")
+        pairs = segmentation_pairs(found.images, found.labels, spec.ann_suffix, spec.img_suffix)
+        queries, text_s = _timed(lambda: build_queries(model, tokenizer, read_class_synonyms(found.folder / "classes.txt"),
+                                                       run))
         texts = queries.weights.shape[1] * len(OPENAI_IMAGENET_TEMPLATES)
 
         def images():
             return segment_folder(model, queries, pairs, reduce_zero_label=spec.reduce_zero_label, last_attn="segearth",
-                                  run=run, long_side=2 * window_size(model), num_examples=0)
+                                  run=run, geometry=geometry_for(model, geometry), num_examples=0)
         count = len(pairs)
     else:
         spec = CLASSIFICATION["aid"] if task == "classification" else RETRIEVAL["RSICD"]
         root = world / "benchmarks"
-        items = read_pairs(str(root / spec.csv), caption_column="label" if task == "classification" else spec.caption_key)
+        items = read_labels(str(root / spec.csv))[0] if task == "classification" \
+            else read_pairs(str(root / spec.csv), caption_column=spec.caption_key)
         paths = sorted({root / item.path for item in items})
         if task == "classification":
             names = read_classnames(root / spec.classnames)
@@ -87,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=0, help="data loader workers")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--window-geometry", default="reference", choices=WINDOW_GEOMETRIES,
+                        help="segmentation windows: the paper's 448/224/112, or scaled with the model")
     parser.add_argument("--json", default=None, help="also write the rows here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -99,14 +106,15 @@ def main(argv: list[str] | None = None) -> int:
             model = farslip.create_model(name, precision=args.precision, device=args.device).eval()
             tokenizer = farslip.get_tokenizer(model)
             for task in args.tasks.split(","):
-                rows.append({"model": name, **measure(model, tokenizer, world, task, run)})
+                rows.append({"model": name, **measure(model, tokenizer, world, task, run, args.window_geometry)})
     print(f"device {args.device}, precision {args.precision}, torch threads {torch.get_num_threads()}, "
-          f"batch {args.batch_size}, workers {args.workers}, world {args.world or args.scale}\n")
+          f"batch {args.batch_size}, workers {args.workers}, world {args.world or args.scale}, "
+          f"segmentation windows {args.window_geometry}\n")
     print("| model | task | texts | text side (s) | images | image side (s) | images/s |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['model']} | {r['task']} | {r['texts']} | {r['text_seconds']:.2f} | {r['images']} | "
               f"{r['image_seconds']:.2f} | {r['images_per_s']:.1f} |")
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+        atomic_write(args.json, json.dumps(rows, indent=2) + "\n")
     return 0

@@ -2,21 +2,19 @@
 
 Per data set: the two satellite prompts per class, normalised text embeddings averaged and
 renormalised; images through the CLIP eval transform; top-1 / top-5 in percent. The headline is
-the mean top-1 over the sets evaluated. ``python -m farslip.eval.classification`` is
-``farslip eval classification``.
+the mean top-1 over the sets evaluated. The command line is ``farslip eval classification``.
 """
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import torch
 
-from farslip.data.transforms import eval_transform
+from farslip.transforms import eval_transform
 
-from farslip.data.csv_data import read_pairs
+from farslip.data.csv_data import read_labels
 
 from .datasets import checked_paths, csv_set_present, label_indices, read_classnames, require_dir, resolve_user_path
 from .encode import Runtime, encode_image_files, text_classifier
@@ -40,16 +38,18 @@ def classify_csv(model, tokenizer, csv: Path, classnames: Path, image_root: Path
                  desc: str = "classification") -> dict:
     """Top-1/top-5 of one CSV (``filepath``, ``label``) against the class list in ``classnames``.
 
-    Rows with an empty label are dropped; labels are class names or indices.
+    Rows with an empty filepath or label are dropped and counted (``rows``: read, used, dropped by
+    why; in results.json and results.md); labels are class names or indices.
     """
-    items = read_pairs(str(csv), caption_column="label")
+    items, rows = read_labels(str(csv))
     names = read_classnames(classnames)
-    targets = torch.tensor(label_indices([item.caption for item in items], names, csv))
+    targets = torch.tensor(label_indices([item.label for item in items], names, csv))
     paths = checked_paths([item.path for item in items], image_root, csv)
     weights = text_classifier(model, tokenizer, names, PROMPTS, run)
     features = encode_image_files(model, paths, eval_transform(model.visual.image_size), run, desc)
     metrics = topk_accuracy(features @ weights, targets, ks=(1, 5))
-    return {**metrics, "num_images": len(paths), "num_classes": len(names), "csv": str(csv), "classnames": str(classnames)}
+    return {**metrics, "num_images": len(paths), "num_classes": len(names), "rows": rows, "csv": str(csv),
+            "classnames": str(classnames)}
 
 
 def evaluate_classification(model, tokenizer, data_root: Optional[PathLike], datasets: Optional[Sequence[str]] = None,
@@ -91,13 +91,3 @@ def evaluate_classification(model, tokenizer, data_root: Optional[PathLike], dat
         names = [lookup(CLASSIFICATION, n, "classification").name for n in datasets or CLASSIFICATION]
     return run_datasets("classification", names, one, HEADLINE, keep_going)
 
-
-def main(argv: Optional[list[str]] = None) -> int:
-    """``python -m farslip.eval.classification ...`` == ``farslip eval classification ...``."""
-    from .cli import main as cli_main
-
-    return cli_main(["classification", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

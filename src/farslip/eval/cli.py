@@ -22,11 +22,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
 
-import torch
-
 import farslip
-from farslip.cli import HelpFormatter
-from farslip.models.factory import is_random_weights
+from farslip.cli import CommandParser, add_model_args, model_from_args
+from farslip.errors import add_debug_arg, resolve_device, run_command, user_errors
+from farslip.models.factory import LOCAL_DIR, is_random_weights
+from farslip.models.registry import HF_HUB
 
 from . import classification, retrieval, segmentation
 from .classification import evaluate_classification
@@ -35,15 +35,13 @@ from .registry import CAPTION_PREFIX, CLASSIFICATION, RETRIEVAL, SEGMENTATION, T
 from .report import write_merged_report, write_report
 from .retrieval import evaluate_retrieval
 from .runner import DatasetFailed, run_datasets
-from .segmentation import evaluate_segmentation
+from .segmentation import WINDOW_GEOMETRIES, evaluate_segmentation
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "fp16", "bf16", "amp", "amp_bf16")
 DEFAULT_OUTPUT_ROOT = "eval_results"
-# What a command reports as "error: ..." with exit status 2 instead of a traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, farslip.CheckpointError,
-               farslip.CheckpointNotAvailable)
+# What a command reports as "error: ..." with exit status 2 instead of a traceback (farslip.errors).
+USER_ERRORS = user_errors()
 
 
 def path_rule(flags: str) -> str:
@@ -51,32 +49,6 @@ def path_rule(flags: str) -> str:
     return (f"A relative {flags} path is looked up in the current directory first, then under --data-root (an "
             f"error names both paths tried); image paths inside a CSV are relative to --image-root (default: "
             f"--data-root, else the CSV's folder).")
-
-
-def add_model_args(parser: argparse.ArgumentParser) -> None:
-    """The model flags every command that loads a model shares (see :func:`model_from_args`)."""
-    group = parser.add_argument_group("model")
-    group.add_argument("--model", required=True,
-                       help="a named checkpoint (FarSLIP1-ViT-B-32, FarSLIP2-ViT-B-16, ...; see `farslip models`), "
-                            "an open_clip architecture (ViT-B-32, ViT-Tiny-8, ...), an open_clip model config file "
-                            "(path/to/my_model.json), hf-hub:ORG/REPO / local-dir:FOLDER (open_clip_config.json "
-                            "+ weights, as open_clip reads them), or a checkpoint file written by `farslip train` "
-                            "(it records its architecture, QuickGELU and text length)")
-    group.add_argument("--pretrained", default=None,
-                       help="weights: a local file, hf-hub:ORG/REPO/FILE, an open_clip tag (openai), or none for "
-                            "random weights; default: the named checkpoint's (or hf-hub:/local-dir: model's) own "
-                            "weights, random weights for a bare architecture or config file")
-    group.add_argument("--model-name", default=None, help="label of the model in the tables (default: --model)")
-    group.add_argument("--force-quick-gelu", action=argparse.BooleanOptionalAction, default=None,
-                       help="QuickGELU activations (default: auto, on for OpenAI-derived weights)")
-    group.add_argument("--long-text", action=argparse.BooleanOptionalAction, default=None,
-                       help="Long-CLIP 248-token text (default: auto, from the checkpoint)")
-    group.add_argument("--unsafe-load", action=argparse.BooleanOptionalAction, default=False,
-                       help="allow unrestricted unpickling of a checkpoint that safe loading rejects")
-    group.add_argument("--cache-dir", default=None, help="Hugging Face cache folder (default: the hub's own)")
-    group.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
-    group.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                       help="fp32/fp16/bf16 cast the model; amp/amp_bf16 autocast")
 
 
 def _run_args(parser: argparse.ArgumentParser) -> None:
@@ -99,6 +71,7 @@ def _run_args(parser: argparse.ArgumentParser) -> None:
                        help="evaluate the remaining data sets after one fails (the exit status is still 1)")
     group.add_argument("-v", "--verbose", action=argparse.BooleanOptionalAction, default=False,
                        help="debug logging")
+    add_debug_arg(group)
 
 
 def _segmentation_args(parser: argparse.ArgumentParser) -> None:
@@ -106,24 +79,29 @@ def _segmentation_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--last-attn", default="segearth", choices=farslip.LAST_ATTN_TYPES,
                        help="dense last-block variant")
     group.add_argument("--split", default=None,
-                       help="img_dir/ann_dir sub-folder (default: each registered set's own, val for --seg-dir)")
+                       help="the split folder (img_dir/<split>, or <split>/src for UDD5/VDD; default: each registered set's "
+                            "own, val for --seg-dir)")
     group.add_argument("--reduce-zero-label", action=argparse.BooleanOptionalAction, default=None,
                        help="label 0 = ignore, classes from 1 (default: per data set: on for LoveDA, Potsdam, "
                             "Vaihingen; off for --seg-dir)")
+    group.add_argument("--window-geometry", default="reference", choices=WINDOW_GEOMETRIES,
+                       help="reference: long side 448, 224-px windows, stride 112 for every model, each window "
+                            "resized to the model's input (the paper's protocol); model: long side 2 x the model's "
+                            "input, windows of its input, stride half of it")
     group.add_argument("--long-side", type=int, default=None,
-                       help="resize images to this long side (default: 2 x the model's image size, 448 for 224)")
+                       help="resize images to this long side (default: 448, or 2 x the model's input with "
+                            "--window-geometry model)")
     group.add_argument("--num-examples", type=int, default=3, help="PNG panels written per data set")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    fmt = HelpFormatter
-    parser = argparse.ArgumentParser(prog="farslip eval", description=__doc__, formatter_class=fmt)
+    parser = CommandParser(prog="farslip eval", description=__doc__)
     sub = parser.add_subparsers(dest="task", required=True,
                                 metavar="{classification,retrieval,segmentation,all,report}")
     absent = ("Without --datasets, every registered set present under --data-root is evaluated and the absent "
               "ones are listed in the report; a set named in --datasets must be there.")
 
-    cls = sub.add_parser("classification", formatter_class=fmt, help="zero-shot scene classification",
+    cls = sub.add_parser("classification", help="zero-shot scene classification",
                          description=f"Zero-shot scene classification. Registered: {', '.join(CLASSIFICATION)}. "
                                      f"{absent} {path_rule('--csv or --classnames')}")
     cls.add_argument("--datasets", default=None,
@@ -132,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     cls.add_argument("--classnames", default=None, help="class list of --csv (default: classnames.txt beside it)")
     cls.add_argument("--name", default=None, help="name of the --csv data set in the report (default: its stem)")
 
-    ret = sub.add_parser("retrieval", formatter_class=fmt, help="zero-shot image-text retrieval",
+    ret = sub.add_parser("retrieval", help="zero-shot image-text retrieval",
                          description=f"Zero-shot image-text retrieval. Registered: {', '.join(RETRIEVAL)} (RSICD, "
                                      f"RSITMD and ucmcaptions read the column title with the prefix "
                                      f"{CAPTION_PREFIX!r}; SkyScript reads title_multi_objects without one). A --csv "
@@ -149,19 +127,22 @@ def build_parser() -> argparse.ArgumentParser:
                           f"for the same)")
     ret.add_argument("--name", default=None, help="name of the --csv data set in the report (default: its stem)")
 
-    seg = sub.add_parser("segmentation", formatter_class=fmt, help="open-vocabulary semantic segmentation",
-                         description="Open-vocabulary semantic segmentation: --data-root DIR holds "
-                                     "DIR/<name>/img_dir/<split> and ann_dir/<split>; DIR/<name>/classes.txt, "
+    seg = sub.add_parser("segmentation", help="open-vocabulary semantic segmentation",
+                         description="Open-vocabulary semantic segmentation: --data-root DIR holds the "
+                                     "converted sets as the paper's evaluation framework reads them (e.g. "
+                                     "DIR/loveDA/img_dir/val + ann_dir/val, DIR/UDD5/val/src + val/gt; "
+                                     "docs/EVALUATION.md lists every path tried); a classes.txt in a set's folder, "
                                      f"when present, overrides the packaged class list. Registered: "
                                      f"{', '.join(SEGMENTATION)}. {absent}")
     seg.add_argument("--datasets", default=None,
                      help="comma-separated registered names (default: every registered set present)")
-    seg.add_argument("--seg-dir", default=None, help="evaluate this folder (img_dir/, ann_dir/) instead")
+    seg.add_argument("--seg-dir", default=None,
+                     help="evaluate this folder instead (img_dir/<split> + ann_dir/<split>, or <split>/src + <split>/gt)")
     seg.add_argument("--classes", default=None, help="class file of --seg-dir (default: its classes.txt)")
     seg.add_argument("--ann-suffix", default=".png", help="label map name = image stem + this, for --seg-dir")
     seg.add_argument("--name", default=None, help="name of the --seg-dir data set in the report (default: folder name)")
 
-    every = sub.add_parser("all", formatter_class=fmt, help="the three evaluations on one model",
+    every = sub.add_parser("all", help="the three evaluations on one model",
                            description="Classification, retrieval and segmentation on one model. --data-root holds "
                                        "the SkyScript-layout benchmarks; --seg-data-root the OVSS folders (default: "
                                        "--data-root, so one root may hold both). For the synthetic world of "
@@ -181,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (seg, every):
         _segmentation_args(p)
 
-    rep = sub.add_parser("report", formatter_class=fmt, help="merge several runs into the paper's tables",
+    rep = sub.add_parser("report", help="merge several runs into the paper's tables",
                          description="Merge the results of several `farslip eval` runs (their --output folders or "
                                      "results.json files) into the paper's multi-row tables: one row per run, the "
                                      "paper's data set names as columns, numbers right-aligned, random-weights runs "
@@ -191,15 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "results.json).")
     rep.add_argument("results", nargs="+", help="results folders or results.json files, one table row each")
     rep.add_argument("--output", default=None, help="folder for report.md and the CSVs (default: print only)")
+    add_debug_arg(rep)
     return parser
-
-
-def model_from_args(args: argparse.Namespace):
-    """``(model, tokenizer)`` from the flags of :func:`add_model_args`, the model in eval mode."""
-    model = farslip.create_model(args.model, args.pretrained, force_quick_gelu=args.force_quick_gelu,
-                                 long_text=args.long_text, precision=args.precision, device=args.device,
-                                 cache_dir=args.cache_dir, allow_unsafe=args.unsafe_load).eval()
-    return model, farslip.get_tokenizer(model)
 
 
 def file_sha256(path: Path) -> str:
@@ -236,14 +210,14 @@ def default_output(args: argparse.Namespace) -> Path:
     hf-hub:/local-dir: model with its own weights adds nothing.
     """
     model = args.model
-    if model.startswith(("hf-hub:", "local-dir:")):
+    if model.startswith((HF_HUB, LOCAL_DIR)):
         schema, rest = model.split(":", 1)
-        model = f"{schema}_{rest.strip('/')}" if schema == "hf-hub" else Path(rest).name
+        model = f"{schema}_{rest.strip('/')}" if model.startswith(HF_HUB) else Path(rest).name
     elif model.lower().endswith(".json"):
         model = Path(model).stem
     label = args.model_name or model
     pretrained = args.pretrained
-    own_weights = farslip.models.get_spec(args.model) is not None or args.model.startswith(("hf-hub:", "local-dir:"))
+    own_weights = farslip.models.get_spec(args.model) is not None or args.model.startswith((HF_HUB, LOCAL_DIR))
     if pretrained is None:
         weights = None if own_weights else "random"
     elif is_random_weights(pretrained):
@@ -298,7 +272,8 @@ def _task_runs(args: argparse.Namespace) -> dict:
     common = dict(batch_size=args.batch_size, workers=args.workers, device=args.device, precision=args.precision,
                   keep_going=args.keep_going)
     seg_common = dict(last_attn=args.last_attn, split=args.split, reduce_zero_label=args.reduce_zero_label,
-                      long_side=args.long_side, num_examples=args.num_examples) if hasattr(args, "last_attn") else {}
+                      long_side=args.long_side, window_geometry=args.window_geometry,
+                      num_examples=args.num_examples) if hasattr(args, "last_attn") else {}
     if getattr(args, "csv", None):
         args.csv = str(resolve_user_path(args.csv, args.data_root, "--csv"))
     if getattr(args, "classnames", None):
@@ -375,13 +350,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("farslip").setLevel(logging.DEBUG if getattr(args, "verbose", False) else logging.INFO)
-    try:
+
+    def body() -> int:
         if args.task == "report":
             return _report(args)
+        args.device = resolve_device(args.device)
         return _evaluate(args, argv)
-    except USER_ERRORS as err:
-        print(f"farslip eval: error: {err}", file=sys.stderr)
-        return 2
+
+    return run_command("farslip eval", args.debug, body)
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -472,7 +448,3 @@ def _print_summary(results: dict, written: dict) -> None:
             if results[task].get("absent"):
                 print(f"{task}: absent, not evaluated: {', '.join(results[task]['absent'])}")
     print(f"report: {written['results.json'].parent}")
-
-
-if __name__ == "__main__":
-    sys.exit(main())

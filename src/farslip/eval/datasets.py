@@ -6,7 +6,7 @@ on a badly prepared benchmark fails in its first second rather than after an hou
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 from PIL import Image
@@ -15,8 +15,9 @@ from torch.utils.data import Dataset
 from farslip.data.csv_data import check_files
 from farslip.data.image_files import FileItem, open_image
 
+from .registry import IGNORE_INDEX
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
-IGNORE_INDEX = 255
 
 
 def require_dir(path: Path, what: str) -> Path:
@@ -127,12 +128,30 @@ class ImageFiles(Dataset):
         return self.transform(open_image(str(self.paths[index]), str(self.paths[index]))), index
 
 
-def segmentation_pairs(img_dir: Path, ann_dir: Path, ann_suffix: str) -> list[tuple[Path, Path]]:
-    """(image, label map) pairs: every image in ``img_dir`` with ``ann_dir/<stem><ann_suffix>``."""
-    images = sorted(p for p in img_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+def segmentation_pairs(img_dir: Path, ann_dir: Path, ann_suffix: str,
+                       img_suffix: Optional[str] = None) -> list[tuple[Path, Path]]:
+    """(image, label map) pairs, sorted by image path, as mmsegmentation lists them.
+
+    Every file under ``img_dir`` (sub-folders included) whose name ends in ``img_suffix``
+    (case-insensitive), paired with the same relative path under ``ann_dir`` with that suffix
+    replaced by ``ann_suffix``. ``img_suffix`` None: any image extension, the label map named
+    ``<stem><ann_suffix>``.
+    """
+    def suffix_of(path: Path) -> Optional[str]:
+        name = path.name.lower()
+        if img_suffix is not None:
+            return path.name[len(path.name) - len(img_suffix):] if name.endswith(img_suffix.lower()) else None
+        return path.suffix if path.suffix.lower() in IMAGE_EXTENSIONS else None
+
+    images = sorted(p for p in img_dir.rglob("*") if p.is_file() and suffix_of(p))
     if not images:
-        raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {img_dir}")
-    pairs = [(image, ann_dir / f"{image.stem}{ann_suffix}") for image in images]
+        wanted = f"*{img_suffix}" if img_suffix is not None else ", ".join(IMAGE_EXTENSIONS)
+        raise FileNotFoundError(f"no images ({wanted}) in {img_dir}")
+    pairs = []
+    for image in images:
+        relative = image.relative_to(img_dir)
+        stem = relative.name[: len(relative.name) - len(suffix_of(image))]
+        pairs.append((image, ann_dir / relative.parent / f"{stem}{ann_suffix}"))
     missing = [ann for _, ann in pairs if not ann.is_file()]
     if missing:
         raise FileNotFoundError(f"{len(missing)} label map(s) missing in {ann_dir}, e.g. {missing[0]}")

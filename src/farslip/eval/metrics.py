@@ -10,6 +10,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
+from .registry import IGNORE_INDEX
+
 RECALL_KS = (1, 5, 10)  # the paper's cells: the mean of these per direction
 EXTRA_KS = (100,)  # reported too (the reference prints R@100), outside every mean
 
@@ -104,12 +106,12 @@ class IoUAccumulator:
     """Dataset-wide intersections and unions per class (mmsegmentation's mIoU, SPEC section 6).
 
     ``update`` takes a predicted and a ground-truth label map of one image; pixels labelled
-    ``ignore_index`` (255) do not count. Ground-truth labels outside ``[0, num_classes)`` other
-    than the ignore label are also left out and counted in ``out_of_range`` so that callers can
-    report them.
+    ``ignore_index`` (default the registry's ``IGNORE_INDEX``, 255) do not count. Ground-truth
+    labels outside ``[0, num_classes)`` other than the ignore label are also left out and counted
+    in ``out_of_range`` so that callers can report them.
     """
 
-    def __init__(self, num_classes: int, ignore_index: int = 255):
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX):
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.intersection = np.zeros(num_classes, dtype=np.int64)

@@ -2,8 +2,11 @@
 
 Each entry says where its files sit under a data root, so nothing is hard-coded in the
 evaluators: classification and retrieval follow the SkyScript benchmark layout (CSV paths relative
-to the data root, image ``filepath`` values relative to the same root), segmentation the common
-mmsegmentation-converted layout ``<root>/<dir>/img_dir/<split>`` + ``ann_dir/<split>``.
+to the data root, image ``filepath`` values relative to the same root), segmentation the folders the
+paper's evaluation framework reads under its data root (the mmsegmentation converters'
+``<dir>/img_dir/<split>`` + ``ann_dir/<split>``; UDD5 and VDD as released, ``<split>/src`` +
+``<split>/gt``). This module is the one place that says where those files are; the synthetic world
+writes the same layout.
 """
 from __future__ import annotations
 
@@ -12,6 +15,10 @@ from difflib import get_close_matches
 from importlib import resources
 from pathlib import Path
 from typing import Optional
+
+# The label-map value of pixels no metric counts (mmsegmentation's ignore_index), in every OVSS set
+# as converted and in the synthetic world; with reduce_zero_label, label 0 becomes it too.
+IGNORE_INDEX = 255
 
 
 @dataclass(frozen=True)
@@ -38,27 +45,87 @@ class RetrievalSet:
 
 
 @dataclass(frozen=True)
-class SegmentationSet:
-    """A converted OVSS folder: ``<dir>/img_dir/<split>`` and ``<dir>/ann_dir/<split>``.
+class SegmentationLayout:
+    """Where one spelling of a converted OVSS set keeps its files, relative to the data root:
+    ``folder`` (holds ``classes.txt`` when present), images in ``folder/images`` and label maps in
+    ``folder/labels``; ``{split}`` in either is the split."""
 
-    ``reduce_zero_label``: label 0 means "ignore" and classes start at 1 (LoveDA, Potsdam,
-    Vaihingen); elsewhere 0 is a class (usually background). ``ann_suffix`` replaces the image
-    extension to find a label map (iSAID's converted maps end in ``_instance_color_RGB.png``).
+    folder: str
+    images: str = "img_dir/{split}"
+    labels: str = "ann_dir/{split}"
+
+    def paths(self, root: Path, split: str) -> tuple[Path, Path, Path]:
+        folder = root / self.folder
+        return folder, folder / self.images.format(split=split), folder / self.labels.format(split=split)
+
+
+@dataclass(frozen=True)
+class SegmentationFolders:
+    """A located OVSS set: its folder, image folder and label-map folder."""
+
+    folder: Path
+    images: Path
+    labels: Path
+
+
+@dataclass(frozen=True)
+class SegmentationSet:
+    """A converted OVSS set, as the paper's evaluation framework reads it under its data root.
+
+    ``layouts``: the spellings accepted, the framework's own first (e.g. ``loveDA/img_dir/val``),
+    then the capitalised one and the older ``<Name>/img_dir/<split>``. ``img_suffix`` selects the
+    images (matched case-insensitively) and is replaced by ``ann_suffix`` to name each label map
+    (mmseg's ``img_suffix`` / ``seg_map_suffix``). ``reduce_zero_label``: label 0 means "ignore"
+    and classes start at 1 (LoveDA, Potsdam, Vaihingen); elsewhere 0 is a class.
     """
 
     name: str
     split: str
+    layouts: tuple[SegmentationLayout, ...]
     reduce_zero_label: bool = False
+    img_suffix: str = ".png"
     ann_suffix: str = ".png"
 
     @property
     def dir(self) -> str:
-        return self.name
+        """The set's folder in the framework's own spelling (what the synthetic world writes)."""
+        return self.layouts[0].folder
+
+    def candidates(self, root: Path, split: Optional[str] = None) -> list[SegmentationFolders]:
+        """Every accepted (folder, images, labels) under ``root``, in the order they are tried."""
+        split = split or self.split
+        return [SegmentationFolders(*layout.paths(Path(root), split)) for layout in self.layouts]
+
+    def find(self, root: Path, split: Optional[str] = None) -> Optional[SegmentationFolders]:
+        """The first spelling whose image and label folders both exist under ``root``, else None."""
+        for found in self.candidates(root, split):
+            if found.images.is_dir() and found.labels.is_dir():
+                return found
+        return None
+
+    def locate(self, root: Path, split: Optional[str] = None) -> SegmentationFolders:
+        """:meth:`find`, or a FileNotFoundError that lists every path tried."""
+        found = self.find(root, split)
+        if found is None:
+            tried = "; ".join(f"{c.images} + {c.labels}" for c in self.candidates(root, split))
+            raise FileNotFoundError(f"segmentation data set {self.name}: no image and label folders under "
+                                    f"{root}; tried {tried}")
+        return found
 
     @property
     def packaged_classes(self) -> Path:
         """The class file shipped with farslip (one class a line, comma-separated synonyms)."""
         return Path(str(resources.files("farslip.eval").joinpath("classnames", f"{self.name}.txt")))
+
+
+def _converted(*folders: str) -> tuple[SegmentationLayout, ...]:
+    """``<folder>/img_dir/<split>`` + ``<folder>/ann_dir/<split>`` for each spelling."""
+    return tuple(SegmentationLayout(f) for f in folders)
+
+
+def _src_gt(*folders: str) -> tuple[SegmentationLayout, ...]:
+    """``<folder>/<split>/src`` + ``<folder>/<split>/gt`` (UDD5, VDD as released)."""
+    return tuple(SegmentationLayout(f, "{split}/src", "{split}/gt") for f in folders)
 
 
 _TRAIN_CSV_NOTE = "scored on its train CSV, as in the paper's table (SPEC section 8)"
@@ -89,18 +156,20 @@ RETRIEVAL: dict[str, RetrievalSet] = {
     ]
 }
 
-# Splits and label conventions of the converted sets the paper evaluated (SegEarth-OV layout).
+# The converted sets the paper evaluated: folders, splits, suffixes and label conventions of its
+# evaluation framework (SegEarth-OV / mmsegmentation converters, SPEC section 6); each accepts its
+# capitalised spelling and the ``<Name>/img_dir/<split>`` layout too.
 SEGMENTATION: dict[str, SegmentationSet] = {
     s.name: s
     for s in [
-        SegmentationSet("OpenEarthMap", "val"),
-        SegmentationSet("LoveDA", "val", reduce_zero_label=True),
-        SegmentationSet("iSAID", "val", ann_suffix="_instance_color_RGB.png"),
-        SegmentationSet("Potsdam", "val", reduce_zero_label=True),
-        SegmentationSet("Vaihingen", "val", reduce_zero_label=True),
-        SegmentationSet("UAVid", "test"),
-        SegmentationSet("UDD5", "val"),
-        SegmentationSet("VDD", "test"),
+        SegmentationSet("OpenEarthMap", "val", _converted("OpenEarthMap"), img_suffix=".tif", ann_suffix=".tif"),
+        SegmentationSet("LoveDA", "val", _converted("loveDA", "LoveDA"), reduce_zero_label=True),
+        SegmentationSet("iSAID", "val", _converted("iSAID"), ann_suffix="_instance_color_RGB.png"),
+        SegmentationSet("Potsdam", "val", _converted("potsdam", "Potsdam"), reduce_zero_label=True),
+        SegmentationSet("Vaihingen", "val", _converted("vaihingen", "Vaihingen"), reduce_zero_label=True),
+        SegmentationSet("UAVid", "test", _converted("UAVid")),
+        SegmentationSet("UDD5", "val", _src_gt("UDD5", "UDD/UDD/UDD5") + _converted("UDD5"), img_suffix=".JPG"),
+        SegmentationSet("VDD", "test", _src_gt("VDD") + _converted("VDD"), img_suffix=".JPG"),
     ]
 }
 

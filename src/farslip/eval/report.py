@@ -20,9 +20,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ..atomic import atomic_write
-from .datasets import IGNORE_INDEX
 from .metrics import EXTRA_KS, RECALL_KS
-from .registry import CLASSIFICATION, RETRIEVAL, SEGMENTATION, display_name
+from .registry import CLASSIFICATION, IGNORE_INDEX, RETRIEVAL, SEGMENTATION, display_name
 
 PANEL_GAP = 4
 DIRECTIONS = (("image_to_text", "img->txt"), ("text_to_image", "txt->img"))
@@ -237,6 +236,22 @@ def detail_tables(results: dict) -> list[Table]:
     return tables
 
 
+def rows_table(results: dict) -> Optional[Table]:
+    """The CSV rows of each classification / retrieval set: read, used, dropped and why."""
+    table = Table("rows", "Rows of each data set's CSV (rows with an empty field cannot be used and are dropped)",
+                  ["data set", "task", "rows read", "rows used", "rows dropped", "why"])
+    for task in ("classification", "retrieval"):
+        for name, m in ((results.get(task) or {}).get("datasets") or {}).items():
+            rows = m.get("rows")
+            if not isinstance(rows, dict):
+                continue
+            dropped = rows.get("dropped") or {}
+            table.rows.append([display_name(name), task, str(rows.get("read", "-")), str(rows.get("used", "-")),
+                               str(sum(dropped.values())),
+                               "; ".join(f"{n} {why}" for why, n in dropped.items()) or "-"])
+    return table if table.rows else None
+
+
 def markdown(results: dict) -> str:
     """``results.md``: the paper-shaped tables (one row for this model), the per-set details,
     the segmentation panels, and what was absent or failed."""
@@ -257,6 +272,9 @@ def markdown(results: dict) -> str:
             if key in tables or key in details:
                 table = tables.get(key) or details[key]
                 lines += [f"## {table.title}" if key in tables else f"{table.title}:", "", *table.markdown(), ""]
+    rows = rows_table(results)
+    if rows is not None:
+        lines += [f"{rows.title}:", "", *rows.markdown(), ""]
     seg = results.get("segmentation")
     if seg:
         for s in seg["datasets"]:

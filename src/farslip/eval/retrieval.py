@@ -2,18 +2,16 @@
 
 Rows repeat images (several captions each) and captions (several images each): both are
 de-duplicated and every query keeps its set of positives; R@1/5/10 per direction, their mean per
-direction (the paper's cells) and the mean of all six. ``python -m farslip.eval.retrieval`` is
-``farslip eval retrieval``.
+direction (the paper's cells) and the mean of all six. The command line is ``farslip eval retrieval``.
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
-from farslip.data.transforms import eval_transform
+from farslip.transforms import eval_transform
 
-from farslip.data.csv_data import read_pairs
+from farslip.data.csv_data import read_pairs_counted
 
 from .datasets import checked_paths, csv_set_present, require_dir, resolve_user_path
 from .encode import Runtime, encode_image_files, encode_texts
@@ -32,14 +30,17 @@ def dataset_present(data_root: PathLike, name: str) -> bool:
 
 def retrieve_csv(model, tokenizer, csv: Path, caption_key: str, prefix: str, image_root: Path, run: Runtime,
                  desc: str = "retrieval") -> dict:
-    """Recall metrics of one CSV (``filepath`` + ``caption_key``); ``prefix`` goes before each caption."""
-    items = read_pairs(str(csv), caption_column=caption_key)
+    """Recall metrics of one CSV (``filepath`` + ``caption_key``); ``prefix`` goes before each caption.
+
+    Rows with an empty filepath or caption are dropped and counted (``rows``: read, used, dropped by why).
+    """
+    items, rows = read_pairs_counted(str(csv), caption_column=caption_key)
     images, captions, pairs = deduplicate_pairs([item.path for item in items], [item.caption for item in items])
     paths = checked_paths(images, image_root, csv)
     image_features = encode_image_files(model, paths, eval_transform(model.visual.image_size), run, f"{desc} images")
     text_features = encode_texts(model, tokenizer, [prefix + c for c in captions], run, f"{desc} texts")
     metrics = retrieval_recall(image_features, text_features, pairs)
-    return {**metrics, "num_rows": len(items), "num_images": len(images), "num_captions": len(captions),
+    return {**metrics, "num_rows": len(items), "rows": rows, "num_images": len(images), "num_captions": len(captions),
             "csv": str(csv), "caption_key": caption_key, "caption_prefix": prefix}
 
 
@@ -79,13 +80,3 @@ def evaluate_retrieval(model, tokenizer, data_root: Optional[PathLike], datasets
         names = [lookup(RETRIEVAL, n, "retrieval").name for n in datasets or RETRIEVAL]
     return run_datasets("retrieval", names, one, HEADLINE, keep_going)
 
-
-def main(argv: Optional[list[str]] = None) -> int:
-    """``python -m farslip.eval.retrieval ...`` == ``farslip eval retrieval ...``."""
-    from .cli import main as cli_main
-
-    return cli_main(["retrieval", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -13,15 +13,15 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-from ..cli import HelpFormatter
+from ..cli import CommandParser
 from .cli import main as cli_main
 
 
 def seed_parser(task: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog=f"python -m tests.test_{'scene_classification' if task == 'classification' else task}",
         description=f"The seed's {task} entry point; options not listed here are those of `farslip eval {task}`.",
-        formatter_class=HelpFormatter, add_help=False)
+        add_help=False)
     parser.add_argument("--model-arch", required=True, help="open_clip architecture (ViT-B-32, ViT-B-16, ...)")
     parser.add_argument("--model-name", default=None, help="label of the model in the report (e.g. FarSLIP1)")
     parser.add_argument("--use-long-clip", action=argparse.BooleanOptionalAction, default=None,

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
+from ..atomic import atomic_write
 from .dense import _split_heads, dense_block, encode_dense
 from .factory import create_model, get_tokenizer
 from .text import encode_text
@@ -94,6 +95,5 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['encode_image_over_both']:.2f} | {r['images_per_s_both']:.1f} | {r['text_80_prompts_ms']:.1f} | "
               f"{r['text_full_over_trimmed']:.2f} |")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
+        atomic_write(args.json, json.dumps(rows, indent=2))
     return 0

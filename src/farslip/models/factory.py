@@ -27,12 +27,12 @@ import open_clip
 import torch
 from torch import nn
 
-from ..data.transforms import eval_transform, squash_transform
+from ..transforms import eval_transform, squash_transform
 from .checkpoint import CheckpointError, load_checkpoint, load_state_dict, text_context
 from .hub import CheckpointNotAvailable, hub_file, parse_hf_hub
 from .longclip import enable_long_text
 from .record import check_settings, read_settings
-from .registry import PretrainedSpec, get_spec, list_names, spec_for_file
+from .registry import HF_HUB, PretrainedSpec, get_spec, hf_hub_id, list_names, spec_for_file
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ open_clip.add_model_config(CONFIG_DIR)
 
 _FILE_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 RANDOM_WEIGHTS = "none"  # pretrained="none": random initialisation, asked for explicitly
-HF_HUB, LOCAL_DIR = "hf-hub:", "local-dir:"
+LOCAL_DIR = "local-dir:"  # open_clip's prefix of a local schema folder (HF_HUB: registry.py)
 SCHEMA_CONFIG = "open_clip_config.json"
 # The weights file a schema folder / hub repo holds, in open_clip's order of preference.
 SCHEMA_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors",
@@ -224,7 +224,7 @@ def _resolve(name: Optional[str], pretrained: Optional[str], cache_dir: Optional
     spec = get_spec(name)
     if spec is not None:
         if pretrained is None:
-            pretrained = f"hf-hub:{spec.repo}/{spec.filename}" if spec.repo else spec.tag
+            pretrained = hf_hub_id(spec.repo, spec.filename) if spec.repo else spec.tag
         if settings is not None:
             check_settings(settings, pretrained, arch=spec.arch, asked=name)
             return _Source(spec.arch, pretrained, None)
@@ -233,7 +233,7 @@ def _resolve(name: Optional[str], pretrained: Optional[str], cache_dir: Optional
         folder = _schema_folder(name, cache_dir)
         if pretrained is None:
             pretrained = _schema_weights(name, folder, cache_dir)
-        elif not random and not pretrained.startswith("hf-hub:") and not _is_file_spec(pretrained):
+        elif not random and not pretrained.startswith(HF_HUB) and not _is_file_spec(pretrained):
             raise ValueError(f"--pretrained {pretrained!r} with --model {name}: a schema model takes a weights "
                              f"file, hf-hub:ORG/REPO/FILE or none, not an open_clip tag")
         return _Source(f"{LOCAL_DIR}{folder}", None if random else pretrained, None)
@@ -251,7 +251,7 @@ def _resolve(name: Optional[str], pretrained: Optional[str], cache_dir: Optional
 
 
 def _fetch(pretrained: str, cache_dir: Optional[str]) -> str:
-    if pretrained.startswith("hf-hub:"):
+    if pretrained.startswith(HF_HUB):
         return hub_file(*parse_hf_hub(pretrained), cache_dir=cache_dir)
     path = Path(pretrained).expanduser()
     if not path.exists():  # a folder or a broken file is named by the reader
@@ -295,7 +295,7 @@ def create_model(
     source = _resolve(name, pretrained, cache_dir, settings)
     name = name or pretrained
     arch, pretrained, spec = source.build, source.pretrained, source.spec
-    is_tag = pretrained is not None and not pretrained.startswith("hf-hub:") and not _is_file_spec(pretrained)
+    is_tag = pretrained is not None and not pretrained.startswith(HF_HUB) and not _is_file_spec(pretrained)
     if settings is not None:
         check_settings(settings, pretrained, force_quick_gelu=force_quick_gelu)
         force_quick_gelu = settings["quick_gelu"]

@@ -2,21 +2,19 @@
 
 ``hf_hub_download`` honours HF_HOME / HF_HUB_CACHE / HF_HUB_OFFLINE / HF_ENDPOINT itself; this
 module adds the registry names, a copy into a folder of the user's choosing, and an error that
-says what is missing and how to get it when the hub cannot be reached.
+says what is missing and how to get it when the hub cannot be reached. The ``farslip download``
+command over :func:`download` is in :mod:`farslip.cli`.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import shutil
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
 
 from ..atomic import atomic_write
-from ..cli import HelpFormatter
-from .registry import get_spec, list_names
+from .registry import HF_HUB, get_spec, list_names
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +25,7 @@ class CheckpointNotAvailable(RuntimeError):
 
 def parse_hf_hub(spec: str) -> tuple[str, str]:
     """``hf-hub:owner/repo/path/in/repo.pt`` -> (``owner/repo``, ``path/in/repo.pt``)."""
-    body = spec[len("hf-hub:"):] if spec.startswith("hf-hub:") else spec
+    body = spec[len(HF_HUB):] if spec.startswith(HF_HUB) else spec
     parts = body.strip("/").split("/")
     if len(parts) < 3:
         raise ValueError(f"expected hf-hub:OWNER/REPO/FILE, got {spec!r}")
@@ -123,28 +121,3 @@ def download(name: str, to: Optional[str] = None, *, cache_dir: Optional[str] = 
 
     return str(atomic_write(dest, copy))
 
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="farslip download",
-        description="Download a named checkpoint through the Hugging Face hub cache "
-        "(HF_HOME / HF_HUB_CACHE / HF_HUB_OFFLINE / HF_ENDPOINT are honoured).",
-        formatter_class=HelpFormatter,
-    )
-    parser.add_argument("names", nargs="+", help=f"registry names ({', '.join(list_names())}) or OWNER/REPO/FILE")
-    parser.add_argument("--to", default=None, help="also copy the file into this folder (e.g. checkpoints/)")
-    parser.add_argument("--cache-dir", default=None, help="hub cache folder (default: huggingface_hub's own)")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`farslip download NAME [--to DIR]`: put a released checkpoint in the hub cache (and a folder)."""
-    args = build_parser().parse_args(argv)
-    status = 0
-    for name in args.names:
-        try:
-            print(download(name, args.to, cache_dir=args.cache_dir))
-        except (CheckpointNotAvailable, ValueError) as err:
-            print(f"farslip download: error: {name}: {err}", file=sys.stderr, flush=True)
-            status = 2  # as every other command for a user-side problem
-    return status

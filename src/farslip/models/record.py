@@ -28,7 +28,7 @@ def model_settings(model: nn.Module) -> dict[str, Any]:
     """The settings that rebuild ``model`` (built by ``farslip.create_model``), as plain data."""
     from open_clip.transformer import QuickGELU
 
-    from .. import __version__
+    from ..version import __version__
 
     arch = getattr(model, "farslip_arch", None)
     if not isinstance(arch, str):

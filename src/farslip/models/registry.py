@@ -6,13 +6,19 @@ derived from OpenAI CLIP do), and whether the text tower is Long-CLIP (248 token
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Optional
 
 LONG_CONTEXT = 248
 SHORT_CONTEXT = 77
+HF_HUB = "hf-hub:"  # open_clip's prefix of a Hugging Face hub id
+
+
+def hf_hub_id(repo: str, filename: Optional[str] = None) -> str:
+    """``hf-hub:OWNER/REPO`` (a repo, as open_clip's ``--model``) or ``hf-hub:OWNER/REPO/FILE`` (one
+    file, as ``--pretrained``): the one place such an id is built."""
+    return f"{HF_HUB}{repo}" + (f"/{filename}" if filename else "")
 
 
 @dataclass(frozen=True)
@@ -32,7 +38,7 @@ class PretrainedSpec:
 
     @property
     def source(self) -> str:
-        return f"hf-hub:{self.repo}/{self.filename}" if self.repo else f"open_clip:{self.arch}/{self.tag}"
+        return hf_hub_id(self.repo, self.filename) if self.repo else f"open_clip:{self.arch}/{self.tag}"
 
 
 FARSLIP_REPO = "ZhenShiL/FarSLIP"
@@ -76,18 +82,3 @@ def spec_for_file(path: str) -> Optional[PretrainedSpec]:
 def list_names() -> list[str]:
     return list(REGISTRY)
 
-
-def main(argv: list[str] | None = None) -> int:
-    """`farslip models`: print the named checkpoints."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="farslip models", description=main.__doc__)
-    parser.parse_args(argv)
-    rows = [("name", "arch", "source", "text ctx", "notes")]
-    rows += [(s.name, s.arch, s.source, str(s.context_length), s.note) for s in _SPECS]
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    for row in rows:
-        sys.stdout.write("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[4] + "\n")
-    sys.stdout.write("\nAny open_clip architecture (ViT-B-32, ViT-B-16, ...) and the tiny test configs "
-                     "ViT-Tiny-8 / ViT-Small-8 work too, with --pretrained FILE | TAG | hf-hub:REPO/FILE.\n")
-    return 0

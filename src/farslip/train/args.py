@@ -13,6 +13,7 @@ import math
 import os
 
 from farslip.cli import HelpFormatter
+from farslip.errors import DEVICE_HELP, add_debug_arg, resolve_device
 
 LOSS_TYPES = ("global_itc", "distill", "local_itc")
 METHOD_LOSSES = {
@@ -21,7 +22,7 @@ METHOD_LOSSES = {
     "vanilla": ["global_itc"],
 }
 PRECISIONS = ("amp", "amp_bf16", "amp_bfloat16", "fp32")
-LAST_ATTN = ("segearth", "clearclip", "sclip", "maskclip", "vanilla")
+from farslip.models.dense import LAST_ATTN_TYPES  # the dense variants are listed once, with their code
 REPORTERS = ("tensorboard", "wandb")
 DEFAULT_MODEL = "ViT-B-16"
 _BOOL = argparse.BooleanOptionalAction
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         "farslip2 on MGRS-200k json) or plain CLIP fine-tuning (vanilla). Same flags as the "
         "seed's `torchrun -m open_clip_train.main ...`.",
         formatter_class=HelpFormatter,
+        usage="farslip train [options]   (farslip train --help lists them all)",  # errors: no 50-line synopsis
     )
     d = p.add_argument_group("data")
     d.add_argument("--train-data", default=None,
@@ -96,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--w-g", type=float, default=1.0, help="weight of the global ITC loss")
     m.add_argument("--w-d", type=float, default=0.1, help="weight of the distillation loss")
     m.add_argument("--w-l", type=float, default=1.0, help="weight of the local ITC loss")
-    m.add_argument("--last-attn-type", default="segearth", choices=LAST_ATTN,
+    m.add_argument("--last-attn-type", default="segearth", choices=LAST_ATTN_TYPES,
                    help="attention of the dense last block that yields patch tokens")
 
     mo = p.add_argument_group("model")
@@ -145,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="contrastive logits only for this rank's rows (use with --gather-with-grad)")
     r.add_argument("--gather-with-grad", action=_BOOL, default=False,
                    help="all-gather features with gradient: exact full-batch gradients")
-    r.add_argument("--device", default="cuda", help="device type; falls back to CPU if absent")
+    r.add_argument("--device", default="auto", help=DEVICE_HELP + " (under torchrun, cuda means each "
+                   "rank's own GPU)")
     r.add_argument("--dist-url", default=None, help="torch.distributed init URL (default env://)")
     r.add_argument("--dist-backend", default=None, help="nccl on CUDA, gloo on CPU by default")
 
@@ -158,12 +161,21 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("--resume", default=None, help="checkpoint path, or 'latest' for this run's")
     lg.add_argument("--save-frequency", type=int, default=1,
                     help="write epoch_N.pt every N epochs (epoch_latest.pt always); 0 = never")
+    lg.add_argument("--save-every-n-steps", type=int, default=0,
+                    help="also write checkpoints/step_<global step>.pt every N optimizer steps "
+                    "inside an epoch, with the data position, so --resume latest continues at the "
+                    "next batch; 0 = off, as the published recipe (scripts/stage1.sh and "
+                    "stage2.sh pass 1000; see docs/TRAINING.md)")
+    lg.add_argument("--keep-checkpoints", type=int, default=None,
+                    help="keep the newest K step_*.pt files and delete older ones (epoch_N.pt "
+                    "files are never deleted); 0 = keep all; default: 2 when --save-every-n-steps is on")
     lg.add_argument("--val-frequency", type=int, default=1, help="validate every N epochs")
     lg.add_argument("--log-every-n-steps", type=int, default=100, help="log every N steps")
     lg.add_argument("--report-to", nargs="+", default=[], metavar="{tensorboard,wandb,none}",
                     help="also log to TensorBoard and/or wandb (off unless asked; 'none' = no "
                     "reporter; open_clip's comma form 'wandb,tensorboard' works too)")
     lg.add_argument("--wandb-project-name", default="farslip", help="wandb project")
+    add_debug_arg(lg)
     return p
 
 
@@ -257,9 +269,15 @@ def _checks(a: argparse.Namespace) -> list[str]:
         if getattr(a, flag) < 1:
             bad.append(f"--{flag.replace('_', '-')} must be >= 1 (got {getattr(a, flag)})")
     for flag in ("workers", "warmup", "save_frequency", "min_size", "max_skipped_steps",
-                 "check_grads_every"):
+                 "check_grads_every", "save_every_n_steps"):
         if getattr(a, flag) < 0:
             bad.append(f"--{flag.replace('_', '-')} must be >= 0 (got {getattr(a, flag)})")
+    if a.keep_checkpoints is not None:
+        if a.keep_checkpoints < 0:
+            bad.append(f"--keep-checkpoints must be >= 0 (got {a.keep_checkpoints})")
+        elif not a.save_every_n_steps:
+            bad.append("--keep-checkpoints rotates step checkpoints, which only "
+                       "--save-every-n-steps N writes (epoch_N.pt files are never deleted)")
     if a.max_size < a.min_size:
         bad.append(f"--max-size {a.max_size} is below --min-size {a.min_size}")
     if a.resume not in (None, "latest") and not os.path.isfile(a.resume):
@@ -267,6 +285,10 @@ def _checks(a: argparse.Namespace) -> list[str]:
     if a.val_data is not None and not os.path.isfile(a.val_data):
         bad.append(f"--val-data: no file at {a.val_data!r}")
     bad.extend(_report_to(a))
+    try:
+        a.device = resolve_device(a.device)
+    except ValueError as err:
+        bad.append(str(err))
     if a.local_loss and not a.gather_with_grad:
         bad.append("--local-loss without --gather-with-grad drops most of the contrastive "
                    "gradient; add --gather-with-grad")
@@ -340,4 +362,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         a.object_pixels = "labelled"
     else:
         a.object_pixels = "none"
+    if a.keep_checkpoints is None:
+        a.keep_checkpoints = 2
     return a  # --pretrained none goes to create_model as is (random weights, also for a named checkpoint)

@@ -36,6 +36,8 @@ More measurements, each its own sub-command:
   pass over the gradients) against none, on one trainer, timed round-robin.
 * ``python scripts/bench.py train optimizer``: one AdamW step, the multi-tensor (foreach)
   update against the per-parameter loop, timed round-robin.
+* ``python scripts/bench.py train resume``: a step checkpoint's write/load time and size, and the
+  cost of a mid-epoch resume passing over k RS5M samples undecoded (:mod:`.bench_resume`).
 """
 from __future__ import annotations
 
@@ -525,7 +527,14 @@ def optimizer_main(argv: list[str] | None = None) -> int:
     return 0
 
 
-SUBCOMMANDS = {"teacher": teacher_main, "syncs": syncs_main, "guard": guard_main, "optimizer": optimizer_main}
+def resume_main(argv: list[str]) -> int:
+    from .bench_resume import main as run
+
+    return run(argv)
+
+
+SUBCOMMANDS = {"teacher": teacher_main, "syncs": syncs_main, "guard": guard_main,
+               "optimizer": optimizer_main, "resume": resume_main}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -128,6 +128,19 @@ class DivergenceGuard:
             hit = (self.run >= self.max_skipped) & torch.isinf(self.streak_step)
             self.streak_step.copy_(torch.where(hit, float(step), self.streak_step))
 
+    # ------------------------------------------------------------------ checkpoint state
+    def streak(self) -> int:
+        """GradScaler-skipped steps in a row up to now, this rank (one host sync: call at a save)."""
+        return int(self.run.item())
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        """Continue from a checkpoint: ``skipped_total`` (GradScaler-skipped steps read so far)
+        and ``streak`` (this rank's current run of them), as :meth:`streak` and
+        :attr:`skipped_total` gave when it was written right after a read (:meth:`judge`)."""
+        self.skipped_total = int(state.get("skipped_total", 0))
+        self.run.fill_(float(state.get("streak", 0)))
+        self.worst.copy_(self.run)
+
     # ------------------------------------------------------------------ read (one sync)
     def slots(self, weights_bad: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The SUM-reducible slots to fold into a reduction (a new tensor; see :meth:`judge`)."""

@@ -22,7 +22,8 @@ from typing import Any, Optional
 import numpy as np
 import torch
 import torch.distributed as dist
-from open_clip_train.distributed import broadcast_object, init_distributed_device, is_master
+from open_clip_train.distributed import (all_gather_object, broadcast_object,
+                                          init_distributed_device, is_master)
 from open_clip_train.precision import get_autocast
 from open_clip_train.scheduler import cosine_lr
 from open_clip_train.train import get_clip_metrics
@@ -30,14 +31,16 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 import farslip
+from farslip.atomic import remove_stale_temps
 from farslip.data.transforms import eval_transform, normalize_views
+from farslip.errors import EXIT_USER_ERROR, UserError, message, user_errors
 from farslip.models.longclip import FrozenRows, enable_long_text, is_long_text
 from farslip.models.text import encode_text
 
 from farslip.losses import global_itc_loss
 from farslip.models.record import SETTINGS_KEY, model_settings
 
-from . import checkpoint
+from . import checkpoint, resume
 from .args import parse_args
 from .guard import EXIT_DIVERGED, DivergenceGuard, TrainingDiverged, nonfinite_flag
 from .step import StudentFeatures, compute_losses, make_plan, prepare_batch
@@ -114,6 +117,8 @@ def build_model(args: argparse.Namespace, device: torch.device) -> nn.Module:
         raise SystemExit(f"farslip train: cannot load --pretrained {args.pretrained!r} for "
                          f"{args.model}: {err}\n(offline? download the weights on a machine with "
                          "network access and pass the file path, or use --pretrained none)")
+    except (farslip.CheckpointError, OSError, ValueError) as err:  # the message names the file
+        raise UserError(f"--pretrained {args.pretrained}: {err}") from err
     if args.long_text and not is_long_text(model):
         enable_long_text(model)
     if args.grad_checkpointing:
@@ -152,6 +157,11 @@ def all_reduce(values: torch.Tensor, args: argparse.Namespace, op=dist.ReduceOp.
     return values
 
 
+def gather(obj: Any, args: argparse.Namespace) -> list[Any]:
+    """``obj`` of every rank, in rank order (a collective: every rank must call it)."""
+    return all_gather_object(args, obj) if args.distributed else [obj]
+
+
 # --------------------------------------------------------------------------- the run
 class Trainer:
     """State of one run: model, student wrapper, teacher, optimiser, schedule, loggers."""
@@ -175,7 +185,10 @@ class Trainer:
             local_loss=args.local_loss, gather_with_grad=args.gather_with_grad,
             rank=args.rank, world_size=args.world_size)
         self.weights = {"w_g": args.w_g, "w_d": args.w_d, "w_l": args.w_l}
-        self.start_epoch, self.step = 0, 0
+        self.start_epoch, self.step, self.skipped_total = 0, 0, 0
+        self.resume_path: Optional[Path] = None
+        self.resume_state: Optional[dict[str, Any]] = None  # data position of a mid-epoch checkpoint
+        self.position: Optional[resume.DataPosition] = None  # where the next epoch begins
         self.last_checkpoint: Optional[Path] = None  # the newest checkpoint known to be good
         self.terms = [n for n in ("global_itc", "distill", "local_itc") if n in args.loss_type]
         self.divergence = DivergenceGuard(
@@ -196,7 +209,6 @@ class Trainer:
                 self.teacher.encoder = torch.compile(self.teacher.encoder)
         self.student = student
         self.tokenizer = farslip.get_tokenizer(self.model)
-        self.skipped_total = 0
         self.phase = no_phase  # phase(name) -> context manager around each part of a step
 
     def prepare(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -207,20 +219,56 @@ class Trainer:
         args = self.args
         if args.resume is None:
             return
-        path = checkpoint.resolve(args.resume, self.run_dir / "checkpoints")
-        if path is None:
-            log.info("--resume latest: no checkpoint in %s yet; starting fresh", self.run_dir)
-            return
-        ckpt = checkpoint.load(path)
-        farslip.load_checkpoint(self.model, ckpt["state_dict"])
+        path = None
+        try:
+            if is_master(args):
+                path = checkpoint.resolve(args.resume, self.run_dir / "checkpoints")
+            if args.distributed:  # every rank loads the file rank 0 chose
+                path = broadcast_object(args, path)
+            if path is None:
+                log.info("--resume latest: no checkpoint in %s yet; starting fresh", self.run_dir)
+                return
+            ckpt = checkpoint.load(path)
+        except (farslip.CheckpointError, ValueError) as err:  # the message names the file
+            raise UserError(f"--resume {args.resume}: {err}") from err
+        farslip.load_checkpoint(self.model, ckpt["state_dict"], name=f"--resume {path}")
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         self.teacher.load_state_dict(ckpt.get("state_dict_teacher"))
-        checkpoint.set_rng_state(ckpt.get("rng"))
+        ranks = ckpt.get("rng_ranks")
+        same_world = ranks is not None and len(ranks) == args.world_size
+        checkpoint.set_rng_state(ranks[args.rank] if same_world else ckpt.get("rng"))
         self.start_epoch, self.step = int(ckpt["epoch"]), int(ckpt["step"])
+        self.skipped_total = int(ckpt.get("skipped_total", 0))
+        guard = ckpt.get("guard") or {}
+        streaks = guard.get("streaks")
+        self.divergence.load_state_dict({
+            "skipped_total": int(guard.get("skipped_total", 0)),
+            "streak": int(streaks[args.rank]) if same_world and streaks else 0})
         self.last_checkpoint = path
-        log.info("resumed from %s: epoch %d, step %d", path, self.start_epoch, self.step)
+        self.resume_path, self.resume_state = path, ckpt.get("position")
+        where = (f"after batch {self.resume_state['batches']} of epoch {self.start_epoch}"
+                 if self.resume_state else f"at the start of epoch {self.start_epoch}")
+        log.info("resumed from %s: step %d, continuing %s", path, self.step, where)
+
+    def restore_data_position(self, data) -> None:
+        """After a mid-epoch checkpoint: point ``data`` at the next batch (or refuse a changed layout)."""
+        state = self.resume_state
+        if state is None:
+            return
+        problems = resume.layout_problems(state, self.args, data)
+        if problems:
+            raise SystemExit(
+                f"farslip train: --resume {self.resume_path} was written inside epoch {state['epoch']} "
+                f"(after batch {state['batches']}) and continues exactly only with the same data layout: "
+                f"{'; '.join(problems)}.\nRun with the settings of the checkpoint, or resume from an "
+                "epoch-end checkpoint (epoch_latest.pt, epoch_N.pt), which starts the next epoch.")
+        self.position = resume.restore(state, self.args, data)
+        if data.stream_workers:
+            taken = [t for t, _ in self.position.streams.values()]
+            log.info("data position restored: each worker of this rank passes over %s raw sample(s) "
+                     "without decoding them", "/".join(map(str, taken)))
 
     # ---------------------------------------------------------------- one optimiser step
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -272,37 +320,72 @@ class Trainer:
         return {k: v.detach() for k, v in terms.items()}
 
     # ---------------------------------------------------------------- one epoch
+    def _epoch_position(self, epoch: int) -> resume.DataPosition:
+        """The restored position if ``epoch`` is the one a mid-epoch resume continues, else its start."""
+        position, self.position = self.position, None
+        if position is not None and position.epoch == epoch:
+            return position
+        return resume.DataPosition(epoch)
+
+    def _step_checkpoint_due(self, done: int, num_batches: int) -> bool:
+        """Every ``--save-every-n-steps`` global steps, except at an epoch's last batch (the epoch
+        checkpoint follows). The same answer on every rank."""
+        every = self.args.save_every_n_steps
+        return every > 0 and self.step % every == 0 and done < num_batches
+
     def train_epoch(self, data, epoch: int, scheduler, tb=None, wandb=None) -> None:
         args = self.args
         self.student.train()
         data.set_epoch(epoch)
         num_batches = data.num_batches
+        position = self._epoch_position(epoch)
         names = [n for n in ("loss", "global_itc", "distill", "local_itc")
                  if n == "loss" or n in args.loss_type]
         if "local_itc" in names:
             names.append("local_rows")  # region rows per step (0 rows -> the term is 0)
         # running sums stay on the device (no per-step sync); the last slot counts bad samples
         sums = torch.zeros(len(names) + 1, dtype=torch.float64, device=self.device)
-        seen, done, t0 = 0, 0, time.perf_counter()
-        for i, batch in enumerate(data.dataloader):
+        seen, done, t0 = 0, position.batches, time.perf_counter()
+        drops = None  # MGRS objects not kept this epoch, by reason (farslip.data.mgrs.DROP_REASONS)
+        for i, batch in enumerate(data.dataloader, start=position.batches):
             if i >= num_batches:
                 break
             done = i + 1
+            position.advance(batch)
             lr = scheduler(self.step)
             skipped = int(batch.pop("skipped").sum()) if "skipped" in batch else 0
+            dropped = batch.pop("dropped_boxes", None)  # CPU counts: adding them costs no sync
+            drops = dropped if drops is None else drops + dropped
             batch = to_device(self.prepare(batch), self.device)
             terms = self.train_step(batch)
             self.step += 1
             seen += 1
             sums[:-1] += torch.stack([terms[n].to(self.device, torch.float64) for n in names])
             sums[-1] += skipped
-            if (i + 1) % args.log_every_n_steps == 0 or i + 1 == num_batches:
+            save_now = self._step_checkpoint_due(i + 1, num_batches)
+            # a step checkpoint logs its interval first, so skipped_total is complete in it
+            if (i + 1) % args.log_every_n_steps == 0 or i + 1 == num_batches or save_now:
                 self._log(epoch, i + 1, num_batches, names, sums, seen,
                           time.perf_counter() - t0, lr, tb, wandb)
                 sums.zero_()
                 seen, t0 = 0, time.perf_counter()
+            if save_now:
+                self.ensure_finite(epoch)  # every rank, before rank 0 writes
+                self.save_step(position, data)
+                t0 = time.perf_counter()
         if done < num_batches:
             log.warning("epoch %d: the data loader gave %d of %d batches", epoch, done, num_batches)
+        if drops is not None:
+            self._log_dropped(epoch, drops)
+
+    def _log_dropped(self, epoch: int, drops: torch.Tensor) -> None:
+        """One line per epoch: the MGRS objects of all ranks that were looked at and not kept, by reason."""
+        from farslip.data.mgrs import DROP_REASONS
+
+        drops = all_reduce(drops.to(self.device), self.args).cpu().tolist()
+        parts = [f"{n} {reason}" for n, reason in zip(drops, DROP_REASONS) if n]
+        log.info("epoch %d: MGRS boxes dropped: %s", epoch,
+                 f"{sum(drops)} ({', '.join(parts)})" if parts else "none")
 
     def _log(self, epoch, done, total, names, sums, steps, elapsed, lr, tb, wandb) -> None:
         """Log the interval's means; the divergence guard's slots ride on the same reduction
@@ -381,29 +464,73 @@ class Trainer:
         return result
 
     # ---------------------------------------------------------------- checkpoints
-    def save(self, epoch: int) -> None:
-        args = self.args
+    def _rank_state(self, streams: Optional[list[list[int]]] = None) -> dict[str, Any]:
+        """What each rank contributes to a checkpoint (gathered to rank 0): its RNG states, the
+        GradScaler-skip streak it is in, and for a step checkpoint its stream positions."""
+        return {"rng": checkpoint.rng_state(), "streak": self.divergence.streak(),
+                "streams": streams}
+
+    def _payload(self, epochs_done: int, ranks: list[dict[str, Any]],
+                 position: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+        """The checkpoint's contents; ``ranks`` = every rank's :meth:`_rank_state`, in rank order."""
         payload = {
-            "epoch": epoch + 1,
+            "epoch": epochs_done,
             "step": self.step,
-            "name": args.name,
+            "name": self.args.name,
             "state_dict": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "state_dict_teacher": self.teacher.state_dict(),
-            "rng": checkpoint.rng_state(),
+            "skipped_total": self.skipped_total,
+            "guard": {"skipped_total": self.divergence.skipped_total,
+                      "streaks": [rank["streak"] for rank in ranks]},
+            "rng": ranks[0]["rng"],
+            "rng_ranks": [rank["rng"] for rank in ranks],
             SETTINGS_KEY: model_settings(self.model),
-            "train_args": checkpoint.plain_args(args),
+            "train_args": checkpoint.plain_args(self.args),
         }
+        if position is not None:
+            payload["position"] = position
+        return payload
+
+    def save(self, epoch: int) -> None:
+        """The end of ``epoch``: ``epoch_latest.pt`` (+ ``epoch_N.pt``). Call on every rank."""
+        args = self.args
         numbered = args.save_frequency > 0 and ((epoch + 1) % args.save_frequency == 0
                                                 or epoch + 1 == args.epochs)
+        ranks = gather(self._rank_state(), args)
+        written = self.run_dir / "checkpoints" / (f"epoch_{epoch + 1}.pt" if numbered
+                                                  else checkpoint.LATEST)
+        if is_master(args):
+            self._write(lambda: checkpoint.save(self.run_dir / "checkpoints",
+                                                self._payload(epoch + 1, ranks), numbered=numbered),
+                        epoch)
+        self.last_checkpoint = written  # the file rank 0 wrote (the path is the same on every rank)
+
+    def save_step(self, position: resume.DataPosition, data) -> None:
+        """``step_<step>.pt`` inside an epoch, with the data position. Call on every rank, after
+        :meth:`ensure_finite`."""
+        args = self.args
+        ranks = gather(self._rank_state(position.stream_list(data.stream_workers)), args)
+        written = self.run_dir / "checkpoints" / f"step_{self.step}.pt"
+        if is_master(args):
+            start = time.perf_counter()
+            state = resume.position_state(position, args, data, [r["streams"] for r in ranks])
+            payload = self._payload(position.epoch, ranks, state)
+            path = self._write(lambda: checkpoint.save_step(self.run_dir / "checkpoints", payload,
+                                                            args.keep_checkpoints), position.epoch)
+            log.info("step checkpoint %s: %.1f MB in %.2f s", path.name, path.stat().st_size / 1e6,
+                     time.perf_counter() - start)
+        self.last_checkpoint = written
+
+    def _write(self, save, epoch: int):
+        """Run ``save`` (rank 0); a payload with non-finite weights becomes the guard's message."""
         try:
-            paths = checkpoint.save(self.run_dir / "checkpoints", payload, numbered=numbered)
+            return save()
         except checkpoint.NonFiniteCheckpoint as err:  # the last line of defence
             where = self.last_checkpoint or "none written yet"
             raise TrainingDiverged(f"{err} (epoch {epoch}, step {self.step}); last good "
                                    f"checkpoint: {where}") from None
-        self.last_checkpoint = paths[0]
 
 
 def prepare_run_dir(args: argparse.Namespace) -> Path:
@@ -429,6 +556,8 @@ def run(args: argparse.Namespace) -> int:
     master = is_master(args)
     setup_logging(run_dir / "out.log" if master else None, master)
     if master:
+        for stale in remove_stale_temps(run_dir / "checkpoints"):
+            log.info("removed %s (the temporary file of a checkpoint write that was killed)", stale)
         with open(run_dir / "params.txt", "w", encoding="utf-8") as handle:
             for key in sorted(vars(args)):
                 handle.write(f"{key}: {getattr(args, key)}\n")
@@ -440,6 +569,7 @@ def run(args: argparse.Namespace) -> int:
     data = get_train_data(args, trainer.tokenizer, image_size, crops=args.crops,
                           objects=args.objects, epoch=trainer.start_epoch,
                           object_pixels=args.object_pixels)
+    trainer.restore_data_position(data)
     val = (get_val_data(args, eval_transform(image_size), trainer.tokenizer) if master else None)
     total_steps = data.num_batches * args.epochs
     scheduler = cosine_lr(trainer.optimizer, args.lr, args.warmup, total_steps)
@@ -447,17 +577,15 @@ def run(args: argparse.Namespace) -> int:
              data.num_samples, data.num_batches, args.epochs, total_steps)
     for epoch in range(trainer.start_epoch, args.epochs):
         trainer.train_epoch(data, epoch, scheduler, tb, wandb)
-        trainer.ensure_finite(epoch)  # every rank, before the master writes a checkpoint
-        if master:
-            trainer.save(epoch)
-            if val is not None and ((epoch + 1) % args.val_frequency == 0
-                                    or epoch + 1 == args.epochs):
-                result = trainer.validate(val, epoch)
-                if tb is not None:
-                    for key, value in result.items():
-                        tb.add_scalar(f"val/{key}", value, trainer.step)
-                if wandb is not None:
-                    wandb.log({f"val/{k}": v for k, v in result.items()}, step=trainer.step)
+        trainer.ensure_finite(epoch)  # every rank, before rank 0 writes a checkpoint
+        trainer.save(epoch)  # every rank (their RNG states are gathered); rank 0 writes
+        if val is not None and ((epoch + 1) % args.val_frequency == 0 or epoch + 1 == args.epochs):
+            result = trainer.validate(val, epoch)
+            if tb is not None:
+                for key, value in result.items():
+                    tb.add_scalar(f"val/{key}", value, trainer.step)
+            if wandb is not None:
+                wandb.log({f"val/{k}": v for k, v in result.items()}, step=trainer.step)
         if args.distributed:
             dist.barrier()
     log.info("done: %d steps, %d bad samples skipped%s", trainer.step, trainer.skipped_total,
@@ -470,17 +598,39 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _user_error(args: argparse.Namespace, text: str, logged: bool) -> int:
+    """``farslip train: error: ...`` on standard error (and in out.log once this run ``logged``); exit 2."""
+    rank = f" [rank {args.rank}]" if args.world_size > 1 else ""
+    line = f"farslip train{rank}: error: {text}"
+    if logged:
+        log.error("%s", line)
+    else:
+        print(line, file=sys.stderr, flush=True)
+    return EXIT_USER_ERROR
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Parse the seed's flags, initialise torch.distributed from the environment, train."""
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
     args.horovod = False
     init_distributed_device(args)
+    before = list(_HANDLERS)  # an earlier in-process run's handlers (see setup_logging)
     try:
         return run(args)
     except TrainingDiverged as err:  # one message, no traceback; every rank stops here together
         if is_master(args):
             log.error("farslip train: %s", err)
         return EXIT_DIVERGED
+    except user_errors() as err:  # a bad file, checkpoint or data set: one message (--debug: traceback)
+        if args.debug:
+            raise
+        return _user_error(args, message(err), logged=_HANDLERS != before)
+    except SystemExit as err:  # the trainer's own start-up refusals (text messages)
+        if not isinstance(err.code, str):
+            raise
+        if args.debug:  # show where it was refused
+            raise UserError(err.code) from err
+        return _user_error(args, err.code.removeprefix("farslip train: "), logged=_HANDLERS != before)
     finally:
         if args.distributed and dist.is_initialized():
             dist.destroy_process_group()

@@ -1,8 +1,8 @@
 """Byte-exact, deterministic, atomic writers for the synthetic world's file formats.
 
 Determinism: tar members carry a fixed mtime, uid/gid 0 and no user names, in sorted order;
-JSON is written with fixed separators and key order; CSVs with ``\\n`` line endings; JPEG and
-PNG with fixed encoder settings (identical bytes for the same Pillow/libjpeg/zlib build).
+JSON is written with fixed separators and key order; CSVs with ``\\n`` line endings; JPEG,
+PNG and TIFF with fixed encoder settings (identical bytes for the same Pillow/libjpeg/zlib build).
 Every file is written to a temporary name in its folder and renamed into place, so an
 interrupted run never leaves a half-written file under a final name.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ...atomic import atomic_write
+from ..atomic import atomic_write
 
 TAR_MTIME = 1_700_000_000  # fixed member timestamp (2023-11-14), so tars hash the same every run
 JPEG_QUALITY = 92
@@ -36,6 +36,26 @@ def encode_png(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="PNG", compress_level=6)
     return buf.getvalue()
+
+
+def encode_tiff(array: np.ndarray) -> bytes:
+    """Uncompressed baseline TIFF bytes of an RGB [H, W, 3] or single-channel [H, W] uint8 array
+    (what Pillow reads without libtiff)."""
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="TIFF", compression="raw")
+    return buf.getvalue()
+
+
+def encode_image(array: np.ndarray, suffix: str) -> bytes:
+    """``array`` encoded as the file type its name ``suffix`` says (``.tif``, ``.png``, ``.jpg``)."""
+    kind = suffix.lower().rsplit(".", 1)[-1]
+    if kind in ("tif", "tiff"):
+        return encode_tiff(array)
+    if kind == "png":
+        return encode_png(array)
+    if kind in ("jpg", "jpeg"):
+        return encode_jpeg(array)
+    raise ValueError(f"no encoder for {suffix!r}")
 
 
 def write_bytes(path: Path, data: bytes) -> None:

@@ -2,12 +2,13 @@
 
 No remote-sensing data set can be downloaded where this project is tested, yet every loader,
 trainer and evaluator must run for real. This module renders deterministic aerial-looking
-scenes (``farslip.data.synth``) and writes them in the exact on-disk formats of the real data:
-RS5M webdataset shards, the MGRS-200k JSON + image folder, the SkyScript benchmark tree
+scenes (the rest of ``farslip.synth``) and writes them in the exact on-disk formats of the real
+data: RS5M webdataset shards, the MGRS-200k JSON + image folder, the SkyScript benchmark tree
 (classification and retrieval CSVs) and the converted OVSS ``img_dir``/``ann_dir`` tree, plus a
-README saying which command reads what. Python API::
+README saying which command reads what. The benchmark sets, their paths and columns are those of
+the evaluation registry (``farslip.eval.registry``). Python API::
 
-    from farslip.data.synthetic import write_world
+    from farslip.synth import write_world
     paths = write_world("out/world", seed=0, scale="small")
 
 Same seed -> byte-identical files: each scene is rendered from a generator seeded by
@@ -30,13 +31,15 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..cli import HelpFormatter
-from .synth import captions as cap
-from .synth.layouts import (CLASSIFICATION_SETS, IGNORE, OVSS_SETS, RETRIEVAL_SETS, SKYSCRIPT_TEST_CSV,
-                            SKYSCRIPT_VAL_CSV, OvssSet)
-from .synth.scene import SceneObject, render_scene, stream_rng
-from .synth.vocab import OBJECT_CATEGORIES, SCENE_CLASSES
-from .synth.writers import encode_jpeg, encode_png, tar_bytes, write_bytes, write_csv, write_json, write_text
+from ..cli import CommandParser
+from ..errors import add_debug_arg, report, user_errors
+from ..data.csv_data import CAPTION_COLUMN, IMAGE_COLUMN, LABEL_COLUMN
+from ..eval.registry import CLASSIFICATION, IGNORE_INDEX, RETRIEVAL
+from . import captions as cap
+from .layouts import INTEGER_LABELS, OVSS_SETS, SKYSCRIPT_VAL_CSV, OvssSet
+from .scene import SceneObject, render_scene, stream_rng
+from .vocab import OBJECT_CATEGORIES, SCENE_CLASSES
+from .writers import encode_image, encode_jpeg, tar_bytes, write_bytes, write_csv, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +109,7 @@ def _ovss_labels(seed: int, task: Task, spec: OvssSet, image: np.ndarray, semant
     h, w = label.shape
     side = int(rng.integers(6, 13))
     y, x = int(rng.integers(0, h - side)), int(rng.integers(0, w - side))
-    label[y:y + side, x:x + side] = IGNORE
+    label[y:y + side, x:x + side] = IGNORE_INDEX
     if spec.reduce_zero_label and task.index % 2 == 0:
         strip = max(4, w // 10)
         label[:, w - strip:] = 0
@@ -124,8 +127,8 @@ def produce(seed: int, task: Task) -> Product:
     if task.ovss is not None:
         spec = next(s for s in OVSS_SETS if s.name == task.ovss)
         image = scene.image.copy()
-        label = encode_png(_ovss_labels(seed, task, spec, image, scene.semantic))
-        data = encode_png(image)
+        label = encode_image(_ovss_labels(seed, task, spec, image, scene.semantic), spec.ann_suffix)
+        data = encode_image(image, spec.img_suffix)
     else:
         data = encode_jpeg(scene.image)
     return Product(scene.scene_class, scene.width, scene.height, scene.objects, texts, data, label)
@@ -257,17 +260,19 @@ def _balanced(stream: str, n: int) -> list[Task]:
 
 
 def _write_classification(bench: Path, scale: Scale, render: _Renderer) -> None:
-    for spec in CLASSIFICATION_SETS:
+    """Every registered classification set, at its registered CSV and class-list paths."""
+    for spec in CLASSIFICATION.values():
+        folder = Path(spec.csv).parts[0]
         rows: list[tuple[str, object]] = []
         tasks = _balanced(f"cls-{spec.name}", scale.classification)
         for task, product in zip(tasks, render(tasks)):
-            rel = f"{spec.folder}/images/{product.scene_class.replace(' ', '_')}/{spec.folder}_{task.index:05d}.jpg"
+            rel = f"{folder}/images/{product.scene_class.replace(' ', '_')}/{folder}_{task.index:05d}.jpg"
             write_bytes(bench / rel, product.image)
-            label = SCENE_CLASSES.index(product.scene_class) if spec.integer_labels else product.scene_class
+            label = SCENE_CLASSES.index(product.scene_class) if spec.name in INTEGER_LABELS else product.scene_class
             rows.append((rel, label))
         rows.insert(len(rows) // 2, (rows[0][0], ""))  # an unlabeled row: readers must drop it
-        write_csv(bench / spec.csv, ("filepath", "label"), rows)
-        write_text(bench / spec.folder / "classnames.txt", "\n".join(SCENE_CLASSES) + "\n")
+        write_csv(bench / spec.csv, (IMAGE_COLUMN, LABEL_COLUMN), rows)
+        write_text(bench / spec.classnames, "\n".join(SCENE_CLASSES) + "\n")
 
 
 def _retrieval_titles(product: Product, index: int) -> list[str]:
@@ -279,23 +284,27 @@ def _retrieval_titles(product: Product, index: int) -> list[str]:
 
 
 def _write_retrieval(bench: Path, scale: Scale, render: _Renderer) -> None:
-    for name, csv_path in RETRIEVAL_SETS.items():
-        rows = []
-        tasks = [Task(f"ret-{name}", i, "bench") for i in range(scale.retrieval)]
-        for task, product in zip(tasks, render(tasks)):
-            rel = f"{name}/images/{name.lower()}_{task.index:05d}.jpg"
-            write_bytes(bench / rel, product.image)
-            rows += [(rel, t) for t in _retrieval_titles(product, task.index)]
-        write_csv(bench / csv_path, ("filepath", "title"), rows)
+    """Every registered retrieval set at its registered CSV path, captions in its caption column.
 
-    rows = []
-    tasks = [Task("ret-SkyScript", i, "bench") for i in range(scale.retrieval)]
-    for task, product in zip(tasks, render(tasks)):
-        rel = f"SkyScript/images/skyscript_test_{task.index:05d}.jpg"
-        write_bytes(bench / rel, product.image)
-        multi = "a satellite image of " + product.captions["brief"].rstrip(".")
-        rows.append((rel, product.captions["short0"], multi))
-    write_csv(bench / SKYSCRIPT_TEST_CSV, ("filepath", "title", "title_multi_objects"), rows)
+    A set that reads the ``title`` column gets RSICD's shape (several captions per image); one that
+    reads another column (SkyScript's ``title_multi_objects``) gets SkyScript's: one row per image
+    with a ``title`` and that column.
+    """
+    for spec in RETRIEVAL.values():
+        rows = []
+        tasks = [Task(f"ret-{spec.name}", i, "bench") for i in range(scale.retrieval)]
+        for task, product in zip(tasks, render(tasks)):
+            if spec.caption_key == CAPTION_COLUMN:
+                rel = f"{spec.name}/images/{spec.name.lower()}_{task.index:05d}.jpg"
+                rows += [(rel, t) for t in _retrieval_titles(product, task.index)]
+            else:
+                rel = f"{spec.name}/images/{spec.name.lower()}_test_{task.index:05d}.jpg"
+                multi = "a satellite image of " + product.captions["brief"].rstrip(".")
+                rows.append((rel, product.captions["short0"], multi))
+            write_bytes(bench / rel, product.image)
+        columns = (IMAGE_COLUMN, CAPTION_COLUMN) if spec.caption_key == CAPTION_COLUMN \
+            else (IMAGE_COLUMN, CAPTION_COLUMN, spec.caption_key)
+        write_csv(bench / spec.csv, columns, rows)
 
     rows = []
     tasks = [Task("skyscript-val", i, "bench") for i in range(scale.skyscript_val)]
@@ -303,21 +312,21 @@ def _write_retrieval(bench: Path, scale: Scale, render: _Renderer) -> None:
         rel = f"SkyScript/val_images/skyscript_val_{task.index:05d}.jpg"
         write_bytes(bench / rel, product.image)
         rows.append((rel, product.captions[f"short{task.index % 3}"]))
-    write_csv(bench / SKYSCRIPT_VAL_CSV, ("filepath", "title"), rows)
+    write_csv(bench / SKYSCRIPT_VAL_CSV, (IMAGE_COLUMN, CAPTION_COLUMN), rows)
 
 
-# ---------------------------------------------------------------- OVSS (img_dir / ann_dir)
+# ---------------------------------------------------------------- OVSS (the registry's layout)
 
 def _write_ovss(root: Path, scale: Scale, render: _Renderer) -> None:
     for spec in OVSS_SETS:
-        base = root / "ovss" / spec.name
+        folders = spec.folders(root / "ovss")
         tasks = [Task(f"ovss-{spec.name}", i, "ovss", scene_class=SCENE_CLASSES[i % len(SCENE_CLASSES)],
                       ovss=spec.name) for i in range(scale.ovss)]
         for task, product in zip(tasks, render(tasks)):
             stem = f"{spec.name.lower()}_{task.index:05d}"
-            write_bytes(base / "img_dir" / spec.split / f"{stem}.png", product.image)
-            write_bytes(base / "ann_dir" / spec.split / f"{stem}{spec.ann_suffix}", product.label)
-        write_text(base / "classes.txt", "\n".join(spec.classes) + "\n")
+            write_bytes(folders.images / f"{stem}{spec.img_suffix}", product.image)
+            write_bytes(folders.labels / f"{stem}{spec.ann_suffix}", product.label)
+        write_text(folders.folder / "classes.txt", "\n".join(spec.classes) + "\n")
 
 
 # ---------------------------------------------------------------- the world
@@ -325,8 +334,8 @@ def _write_ovss(root: Path, scale: Scale, render: _Renderer) -> None:
 def count_tasks(scale: Scale) -> int:
     """Scenes rendered for one world (for the progress bar)."""
     return (len(RS5M_PREFIXES) * scale.rs5m_shards * scale.rs5m_per_shard + scale.rs5m_val + 4
-            + scale.mgrs + 4 + len(CLASSIFICATION_SETS) * scale.classification
-            + (len(RETRIEVAL_SETS) + 1) * scale.retrieval + scale.skyscript_val + len(OVSS_SETS) * scale.ovss)
+            + scale.mgrs + 4 + len(CLASSIFICATION) * scale.classification
+            + len(RETRIEVAL) * scale.retrieval + scale.skyscript_val + len(OVSS_SETS) * scale.ovss)
 
 
 def write_world(out_dir: str | os.PathLike, seed: int = 0, scale: str | Scale = "small", workers: int = 1,
@@ -395,17 +404,24 @@ def readme_text(seed: int, scale: str, s: Scale) -> str:
     """The DIR/README.md written next to the data: what each folder is and what reads it."""
     n_train = len(RS5M_PREFIXES) * s.rs5m_shards * s.rs5m_per_shard
     last = s.rs5m_shards - 1
-    cls_lines = "\n".join(f"  - `{c.csv}` ({'integer' if c.integer_labels else 'string'} labels)"
-                          for c in CLASSIFICATION_SETS)
-    ret_lines = "\n".join(f"  - `{p}`" for p in RETRIEVAL_SETS.values())
+    cls_lines = "\n".join(f"  - `{c.csv}` ({'integer' if c.name in INTEGER_LABELS else 'string'} labels)"
+                          for c in CLASSIFICATION.values())
+    ret_lines = "\n".join(f"  - `{r.csv}`" if r.caption_key == CAPTION_COLUMN
+                          else f"  - `{r.csv}` (`{IMAGE_COLUMN},{CAPTION_COLUMN},{r.caption_key}`)"
+                          for r in RETRIEVAL.values())
     ovss_names = ",".join(o.name for o in OVSS_SETS)
+    def where(o) -> str:
+        layout = o.registered.layouts[0]
+        return (f"`ovss/{layout.folder}/` (`{layout.images.format(split=o.split)}/*{o.img_suffix}`, "
+                f"`{layout.labels.format(split=o.split)}/*{o.ann_suffix}`, `classes.txt`)")
+
     ovss_lines = "\n".join(
-        f"- `ovss/{o.name}/` (`img_dir/{o.split}`, `ann_dir/{o.split}`, `classes.txt`): "
+        f"- {o.name}: {where(o)}: "
         + ("label 0 = no data (ignored), classes start at 1 (reduce-zero-label)" if o.reduce_zero_label
            else "label 0 is the class `background`") + ", 255 = ignore"
         for o in OVSS_SETS)
     command = (f"`farslip synth --out DIR --seed {seed} --scale {scale}`" if scale in SCALES
-               else f"`farslip.data.synthetic.write_world(DIR, seed={seed}, scale=Scale(...))`")
+               else f"`farslip.synth.write_world(DIR, seed={seed}, scale=Scale(...))`")
     return f"""{README_TITLE} (seed {seed}, scale `{scale}`)
 
 Written by {command}. Every image is a procedural
@@ -455,7 +471,6 @@ retrieval sets are here:
 - Retrieval (`filepath,title`; several captions per image, some captions shared by several
   images, a few repeated rows):
 {ret_lines}
-  - `{SKYSCRIPT_TEST_CSV}` (`filepath,title,title_multi_objects`)
 - Training validation: `{SKYSCRIPT_VAL_CSV}` (`filepath,title`), for
   `farslip train --val-data DIR/benchmarks/{SKYSCRIPT_VAL_CSV} --root-val-img-dir DIR/benchmarks`.
 
@@ -467,9 +482,11 @@ Three of the registered sets are imitated, so name them:
     farslip eval all --model M --pretrained CKPT --data-root DIR/benchmarks --seg-data-root DIR/ovss \\
         --seg-datasets {ovss_names}
 
-Images are PNG; label maps are single-channel uint8 PNG named after the image's stem (iSAID's
-end in `_instance_color_RGB.png`, as mmsegmentation's converted iSAID does). `classes.txt`: one
-class per line, comma-separated synonyms.
+The folders, names and file types are those the paper's evaluation framework reads (the
+mmsegmentation converters' output): OpenEarthMap's images and label maps are uncompressed TIFF,
+the others PNG; label maps are single-channel uint8 named after the image's stem (iSAID's end in
+`_instance_color_RGB.png`, as mmsegmentation's converted iSAID does). `classes.txt`: one class per
+line, comma-separated synonyms.
 {ovss_lines}
 """
 
@@ -479,10 +496,9 @@ def _default_workers() -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="farslip synth",
-                                description="Write the synthetic remote-sensing world in every real data "
-                                            "format (RS5M, MGRS, SkyScript benchmarks, OVSS).",
-                                formatter_class=HelpFormatter)
+    p = CommandParser(prog="farslip synth",
+                      description="Write the synthetic remote-sensing world in every real data "
+                                  "format (RS5M, MGRS, SkyScript benchmarks, OVSS).")
     p.add_argument("--out", required=True, help="output folder (created)")
     p.add_argument("--seed", type=int, default=0, help="world seed: same seed, same bytes")
     p.add_argument("--scale", choices=sorted(SCALES), default="small",
@@ -493,6 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace a world already in --out (only its own sub-folders are deleted)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                    help="show a progress bar")
+    add_debug_arg(p)
     return p
 
 
@@ -502,16 +519,17 @@ def main(argv: Iterable[str] | None = None) -> int:
     try:
         paths = write_world(args.out, seed=args.seed, scale=args.scale, workers=max(1, args.workers),
                             overwrite=args.overwrite, progress=args.progress)
-    except FileExistsError as err:
-        print(f"farslip synth: {err}", file=sys.stderr)
-        return 1
+    except user_errors() as err:  # an existing world without --overwrite, an unwritable --out
+        if args.debug:
+            raise
+        return report("farslip synth", err)
     counts = paths["counts"]
     print(f"synthetic world (seed {args.seed}, scale {args.scale}) written to {paths['root']} "
           f"in {time.perf_counter() - start:.1f} s")
     print(f"  RS5M shards   {paths['rs5m_train']}  ({counts['rs5m_train']} pairs; val {counts['rs5m_val']})")
     print(f"  MGRS          {paths['mgrs_json']}  ({counts['mgrs']} images)")
-    print(f"  benchmarks    {paths['benchmarks']}  ({len(CLASSIFICATION_SETS)} classification x "
-          f"{counts['classification_per_set']}, {len(RETRIEVAL_SETS) + 1} retrieval x "
+    print(f"  benchmarks    {paths['benchmarks']}  ({len(CLASSIFICATION)} classification x "
+          f"{counts['classification_per_set']}, {len(RETRIEVAL)} retrieval x "
           f"{counts['retrieval_images_per_set']} images)")
     print(f"  OVSS          {paths['ovss']}  ({len(OVSS_SETS)} sets x {counts['ovss_per_set']} images)")
     print(f"  see {paths['readme']}")
