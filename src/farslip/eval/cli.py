@@ -24,7 +24,7 @@ from typing import Callable, Optional
 
 import farslip
 from farslip.cli import CommandParser, add_model_args, model_from_args
-from farslip.errors import add_debug_arg, resolve_device, run_command, user_errors
+from farslip.errors import add_debug_arg, resolve_device, run_command
 from farslip.models.factory import LOCAL_DIR, is_random_weights
 from farslip.models.registry import HF_HUB
 
@@ -40,8 +40,6 @@ from .segmentation import WINDOW_GEOMETRIES, evaluate_segmentation
 log = logging.getLogger(__name__)
 
 DEFAULT_OUTPUT_ROOT = "eval_results"
-# What a command reports as "error: ..." with exit status 2 instead of a traceback (farslip.errors).
-USER_ERRORS = user_errors()
 
 
 def path_rule(flags: str) -> str:
