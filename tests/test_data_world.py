@@ -75,4 +75,4 @@ def test_data_bench_runs_on_the_world(world, tmp_path, capsys):
     assert [r["pipeline"] for r in rows] == ["rs5m-multicrop", "mgrs-objects"]
     assert all(r["samples"] == 8 and r["samples_per_s"] > 0 for r in rows)
     assert rows[0]["local_views"] == 8 * 4  # N = 4 random crops per image
-    assert "| rs5m-multicrop | 0 |" in capsys.readouterr().out
+    assert "| rs5m-multicrop | torch | - | 0 |" in capsys.readouterr().out

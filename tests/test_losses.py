@@ -89,3 +89,34 @@ def test_scatter_rows_places_and_keeps_gradient():
     assert out[[0, 2, 4]].abs().sum().item() == 0.0
     out.sum().backward()
     assert torch.equal(rows.grad, torch.ones(2, 3))
+
+
+@pytest.mark.parametrize("mpcl", [True, False])
+def test_masked_rows_loss_equals_the_loss_over_the_kept_rows(mpcl):
+    """The multi-rank path masks padding (-2) instead of dropping it: same loss, no host read."""
+    labels = torch.tensor([2, -2, -1, 2, 0, -2, 1])
+    v, t = _unit(7), _unit(7)
+    s = torch.tensor(6.0, dtype=torch.float64)
+    rows = labels >= 0 if mpcl else labels != -2
+    got = losses._masked_rows_loss(v, t, labels, rows, s, mpcl)
+    keep = rows.nonzero().squeeze(1)
+    y = labels[keep].tolist()
+    want = ref_mpcl(v[keep], t[keep], y, 6.0) if mpcl else ref_clip(v[keep], t[keep], 6.0)
+    assert float(got) == pytest.approx(want, rel=1e-10)
+
+
+def test_masked_rows_loss_without_rows_is_zero_with_finite_gradient():
+    v = _unit(3).requires_grad_(True)
+    loss = losses._masked_rows_loss(v, _unit(3), torch.tensor([-2, -1, -2]),
+                                    torch.zeros(3, dtype=torch.bool), torch.tensor(10.0), True)
+    loss.backward()
+    assert loss.item() == 0.0 and torch.isfinite(v.grad).all()
+
+
+def test_region_itc_labelled_rows_skip_the_filter_with_the_same_value():
+    labels = torch.tensor([3, 1, 3])
+    v, t, s = _unit(3), _unit(3), torch.tensor(4.0, dtype=torch.float64)
+    valid = torch.ones(1, 3, dtype=torch.bool)
+    a, rows_a = losses.region_itc_loss(v, t, labels, valid, s, labelled=True)
+    b, rows_b = losses.region_itc_loss(v, t, labels, valid, s)
+    assert torch.equal(a, b) and int(rows_a) == int(rows_b) == 3

@@ -16,7 +16,7 @@ from open_clip_train.scheduler import cosine_lr
 
 from farslip.train import checkpoint
 from farslip.train import main as train_main
-from farslip.train.bench import SyncCounter
+from farslip.train.syncs import HostReads
 from farslip.train.guard import EXIT_DIVERGED, DivergenceGuard, TrainingDiverged
 from farslip.train.main import Trainer
 
@@ -213,13 +213,14 @@ def test_the_guard_adds_no_host_sync_per_step(tmp_path):
     tr = _trainer(tmp_path, "--method", "farslip2")
     guard = tr.divergence
     terms = {t: torch.tensor(1.0) for t in guard.terms}
-    with SyncCounter() as counter:
+    norm, skipped = torch.tensor(2.0), torch.tensor(True)  # made outside: the counter sees torch.tensor
+    with HostReads() as counter:
         for step in range(1, 4):
-            guard.observe(step, terms, torch.tensor(2.0), tr.model.logit_scale, 1e-3)
-            guard.observe_skip(step, torch.tensor(True))
+            guard.observe(step, terms, norm, tr.model.logit_scale, 1e-3)
+            guard.observe_skip(step, skipped)
         packed = guard.slots()
     assert counter.total == 0, counter.counts
-    with SyncCounter() as counter:  # the counter does see syncs (an independent check of it)
+    with HostReads() as counter:  # the counter does see syncs (an independent check of it)
         float(packed.sum())
     assert counter.total == 1
 

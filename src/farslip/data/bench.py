@@ -5,12 +5,22 @@ random crops per image (stage 1) and MGRS json with object views plus N random c
 the stage-2 jitter (stage 2), for each worker count. Reports samples/s overall and per worker
 (time to the first batch, i.e. worker start-up and shuffle-buffer fill, is reported apart and
 excluded from the rate). The benchmark process uses one torch thread, as each DataLoader worker
-does, so ``workers=0`` measures one core and per-worker rates compare. Prints a Markdown table
-and writes JSON.
+does, so ``workers=0`` measures one core and per-worker rates compare. Each configuration is
+timed for every ``--view-resize`` kernel asked for (torch's uint8 bicubic, PIL's), in one run.
+MGRS builds the object crops of ``--object-pixels`` (default: the labelled ones, what the
+default stage-2 recipe's MPCL region loss reads; ``all`` is what a loss on every object needs).
+Prints a Markdown table and writes JSON.
+
+``python scripts/bench.py data kernels`` times the per-view kernels alone, each against what it
+replaced, round-robin in one process (CPU time, one thread): the bicubic resize of a random crop
+to 224 px (torch's uint8 kernel on the decoded array vs PIL's crop + resize), the hue shift
+(table lookup vs torchvision's ``adjust_hue``) and the normalisation a worker no longer does
+(``ToTensor`` + ``Normalize`` vs handing over the uint8 view).
 """
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import tempfile
@@ -36,6 +46,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=10, help="per-rank batch (the recipe's 10)")
     p.add_argument("--max-boxes", type=int, default=4, help="local views per image (N)")
     p.add_argument("--batches", type=int, default=8, help="timed batches per configuration (after the first)")
+    p.add_argument("--view-resize", nargs="+", default=["torch"], choices=("torch", "pil"),
+                   help="resize kernels to time (the trainer's --view-resize)")
+    p.add_argument("--object-pixels", default="labelled", choices=("all", "labelled", "none"),
+                   help="MGRS object crops to build (the trainer derives it from its losses)")
     p.add_argument("--out", default="bench_out/data.json", help="JSON results file")
     return p.parse_args(argv)
 
@@ -55,9 +69,10 @@ def world_paths(folder: Optional[str], scale: str) -> dict:
     }
 
 
-def loader_args(pipeline: str, world: dict, opts: argparse.Namespace, workers: int) -> tuple[argparse.Namespace, dict]:
+def loader_args(pipeline: str, world: dict, opts: argparse.Namespace, workers: int,
+                resize: str = "torch") -> tuple[argparse.Namespace, dict]:
     """The trainer-style args and get_train_data keywords of one pipeline."""
-    common = dict(
+    common = dict(view_resize=resize,
         train_dataset_name="bench", root_train_img_dir=None, val_data=None, root_val_img_dir=None,
         local_method="randomcrops", max_boxes=opts.max_boxes, min_size=64, max_size=1024,
         batch_size=opts.batch_size, workers=workers, seed=0, dataset_resampled=False, world_size=1, rank=0,
@@ -68,20 +83,25 @@ def loader_args(pipeline: str, world: dict, opts: argparse.Namespace, workers: i
         return argparse.Namespace(**args), dict(crops=True, objects=False)
     args = dict(common, train_data=world["mgrs_json"], root_train_img_dir=world["mgrs_images"],
                 train_dataset_type="json", method="farslip2", train_num_samples=None)
-    return argparse.Namespace(**args), dict(crops=True, objects=True)
+    return argparse.Namespace(**args), dict(crops=True, objects=True,
+                                            object_pixels=getattr(opts, "object_pixels", "all"))
 
 
 def time_loader(info, batches: int) -> dict:
-    """Iterate ``batches`` + 1 batches (epochs repeat as needed); the first one is timed apart."""
+    """Iterate ``batches`` + 1 batches (epochs repeat as needed); the first one is timed apart.
+
+    Besides wall time, the CPU time of this process: with ``workers=0`` that is the loader's
+    own cost, which other jobs on a shared machine barely change (``samples_per_cpu_s``).
+    """
     start = time.perf_counter()
-    first = None
+    first = cpu_start = None
     samples = views = done = epoch = 0
     while done <= batches:
         info.set_epoch(epoch)
         for batch in info.dataloader:
             if first is None:
                 first = time.perf_counter() - start
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), time.process_time()
             else:
                 samples += batch["image"].shape[0]
                 views += sum(batch[k].shape[0] for k in ("crop", "obj") if k in batch)
@@ -89,12 +109,100 @@ def time_loader(info, batches: int) -> dict:
             if done > batches:
                 break
         epoch += 1
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     return {"first_batch_s": first, "samples": samples, "local_views": views, "seconds": elapsed,
-            "samples_per_s": samples / elapsed}
+            "cpu_seconds": cpu, "samples_per_s": samples / elapsed, "samples_per_cpu_s": samples / cpu}
+
+
+def kernels_main(argv: list[str]) -> int:
+    """`bench.py data kernels`: per-view kernels, new vs old (see the module docstring)."""
+    import random
+    import statistics
+
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    import torchvision.transforms.functional as TF
+    from PIL import Image
+
+    from farslip.data.jitter import adjust_hue, hue_tables
+    from farslip.data.transforms import squash_transform
+
+    p = argparse.ArgumentParser(prog="scripts/bench.py data kernels", description=kernels_main.__doc__)
+    p.add_argument("--world", default=None, help="synthetic world folder (default: write a small one)")
+    p.add_argument("--images", type=int, default=8, help="MGRS scenes to take views of")
+    p.add_argument("--repeat", type=int, default=20, help="timed rounds (median per kernel)")
+    p.add_argument("--image-size", type=int, default=224)
+    opts = p.parse_args(argv)
+    torch.set_num_threads(1)
+    world = world_paths(opts.world, "small")
+    folder = world["mgrs_images"]
+    names = sorted(os.path.join(d, n) for d, _, files in os.walk(folder) for n in files)[: opts.images]
+    images = [Image.open(n).convert("RGB") for n in names]
+    arrays = [torch.from_numpy(np.array(im)) for im in images]
+    rng = random.Random(0)
+    boxes = []
+    for im in images:
+        w, h = im.size
+        x1, y1 = rng.randrange(w // 2), rng.randrange(h // 2)  # a crop of 1/4 .. 1 of each side
+        boxes.append((x1, y1, x1 + rng.randrange(w // 4, w - x1 + 1), y1 + rng.randrange(h // 4, h - y1 + 1)))
+    s = opts.image_size
+    views = [im.crop(b).resize((s, s), Image.BICUBIC) for im, b in zip(images, boxes)]
+    finish = squash_transform(s).transforms[-2:]  # ToTensor, Normalize
+    hue_tables()  # built once per process (before the loader's workers fork): not timed
+
+    def pil_resize():
+        for im, b in zip(images, boxes):
+            im.crop(b).resize((s, s), Image.BICUBIC)
+
+    def torch_resize():
+        for a, (x1, y1, x2, y2) in zip(arrays, boxes):
+            F.interpolate(a[y1:y2, x1:x2].permute(2, 0, 1)[None], size=(s, s), mode="bicubic",
+                          antialias=True, align_corners=False)
+
+    def tv_hue():
+        for v in views:
+            TF.adjust_hue(v, 0.07)
+
+    def table_hue():
+        for v in views:
+            adjust_hue(v, 0.07)
+
+    def normalise():
+        for v in views:
+            finish[1](finish[0](v))
+
+    def uint8():
+        for v in views:
+            torch.from_numpy(np.array(v)).permute(2, 0, 1)
+
+    kernels = {"resize: PIL crop + resize": pil_resize, "resize: torch uint8": torch_resize,
+               "hue: torchvision adjust_hue": tv_hue, "hue: table lookup": table_hue,
+               "worker output: ToTensor + Normalize": normalise, "worker output: uint8": uint8}
+    times: dict[str, list[float]] = {k: [] for k in kernels}
+    for fn in kernels.values():
+        fn()
+    for _ in range(opts.repeat):
+        for key, fn in kernels.items():
+            start = time.process_time()
+            fn()
+            times[key].append(time.process_time() - start)
+    ms = {k: 1e3 * statistics.median(v) / len(images) for k, v in times.items()}
+    print(f"{len(images)} MGRS scenes ({images[0].size[0]} px), views of {s} px, one thread, CPU time, "
+          f"median of {opts.repeat}\n")
+    print("| kernel | old (ms / view) | new (ms / view) | old / new |")
+    print("|---|---:|---:|---:|")
+    keys = list(ms)
+    for old, new in zip(keys[::2], keys[1::2]):
+        what = old.split(":")[0]
+        print(f"| {what}: {old.split(': ')[1]} -> {new.split(': ')[1]} | {ms[old]:.3f} | {ms[new]:.3f} "
+              f"| {ms[old] / ms[new]:.2f} |")
+    return 0
 
 
 def main(argv: list[str]) -> int:
+    if argv and argv[0] == "kernels":
+        return kernels_main(argv[1:])
     opts = parse_args(argv)
     import torch
 
@@ -106,12 +214,21 @@ def main(argv: list[str]) -> int:
     tokenizer = farslip.get_tokenizer("ViT-B-32")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    # an older loader (before --view-resize and object_pixels) is timed as it is: this file
+    # copied into an older checkout measures that checkout's pipeline the same way
+    current = "object_pixels" in inspect.signature(get_train_data).parameters
+    resizes = opts.view_resize if current else ["pil (float views)"]
     results = []
     try:
-        for pipeline, workers in tqdm([(p, w) for p in opts.pipelines for w in opts.workers], desc="data bench"):
-            args, views = loader_args(pipeline, world, opts, workers)
+        configs = [(p, w, r) for p in opts.pipelines for w in opts.workers for r in resizes]
+        for pipeline, workers, resize in tqdm(configs, desc="data bench"):
+            args, views = loader_args(pipeline, world, opts, workers, resize)
+            if not current:
+                views.pop("object_pixels", None)
             info = get_train_data(args, tokenizer, opts.image_size, **views)
-            row = {"pipeline": pipeline, "workers": workers, "image_size": opts.image_size,
+            pixels = views.get("object_pixels", "all" if pipeline == "mgrs-objects" else "-")
+            row = {"pipeline": pipeline, "workers": workers, "view_resize": resize,
+                   "object_pixels": pixels, "image_size": opts.image_size,
                    "batch_size": opts.batch_size, "max_boxes": opts.max_boxes, **time_loader(info, opts.batches)}
             row["samples_per_s_per_worker"] = row["samples_per_s"] / max(workers, 1)
             results.append(row)
@@ -119,10 +236,13 @@ def main(argv: list[str]) -> int:
     finally:
         torch.set_num_threads(threads)
     atomic_write(opts.out, json.dumps({"cpu_count": os.cpu_count(), "results": results}, indent=2))
-    print("| pipeline | workers | samples/s | samples/s per worker | local views/s | first batch (s) |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| pipeline | resize | object crops | workers | samples/s | samples/s per worker | local views/s "
+          "| first batch (s) | samples per CPU-s (workers 0) |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
     for r in results:
-        print(f"| {r['pipeline']} | {r['workers']} | {r['samples_per_s']:.1f} | {r['samples_per_s_per_worker']:.1f} "
-              f"| {r['local_views'] / r['seconds']:.1f} | {r['first_batch_s']:.2f} |")
+        per_cpu = f"{r['samples_per_cpu_s']:.1f}" if r["workers"] == 0 else "-"
+        print(f"| {r['pipeline']} | {r['view_resize']} | {r['object_pixels']} | {r['workers']} "
+              f"| {r['samples_per_s']:.1f} | {r['samples_per_s_per_worker']:.1f} "
+              f"| {r['local_views'] / r['seconds']:.1f} | {r['first_batch_s']:.2f} | {per_cpu} |")
     print(f"\nwritten {opts.out}")
     return 0

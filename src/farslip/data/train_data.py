@@ -5,14 +5,18 @@ A batch is a dict of CPU tensors (B images, N = ``--max-boxes``, S = image size,
 - ``image`` [B, 3, S, S], ``text`` [B, L];
 - with crops: ``crop`` [Mc, 3, S, S] (valid crops only, image-major), ``crop_box`` [B, N, 4]
   (normalised xyxy of the original image, zero padded), ``crop_valid`` [B, N] bool;
-- with objects: ``obj`` [Mo, 3, S, S], ``obj_box`` [B, N, 4], ``obj_valid`` [B, N],
-  ``obj_text`` [Mo, L], ``obj_label`` [Mo] long (-1: free text, no category);
+- with objects: ``obj_box`` [B, N, 4], ``obj_valid`` [B, N], ``obj_text`` [Mo, L],
+  ``obj_label`` [Mo] long (-1: free text, no category) for all Mo objects, and ``obj``
+  [Mp, 3, S, S] the crops of those that a loss looks at (``object_pixels``): all of them, or
+  only some, and then ``obj_rows`` [Mp] says which object each crop is;
 - ``skipped``: long scalar, bad samples this worker skipped since its previous batch;
 - MGRS objects: ``dropped_boxes`` [len(DROP_REASONS)] long, the objects of the batch's images
   looked at and not kept, per reason of :data:`farslip.data.mgrs.DROP_REASONS`;
 - webdataset only: ``position`` [3] long, (worker, raw samples taken, batches made) after this
   batch (see :mod:`farslip.data.rs5m`), for step checkpoints and exact mid-epoch resume.
 
+Training views are uint8 (``farslip.data.pixels``; the trainer normalises them on the device
+with ``normalize_views``); validation images are the normalised float32 of the eval transform.
 Padding exists only in the masks and boxes: no image tensor is built for a padding slot.
 Training batches always hold ``batch_size`` images (bad samples are skipped and replaced, see
 :mod:`farslip.data.rs5m` and :mod:`farslip.data.image_files`), so ranks can gather features.
@@ -30,10 +34,12 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from .csv_data import check_files, image_root, read_pairs
 from .image_files import EpochTagged, ImageFileDataset, probe_images
+from .jitter import hue_tables
 from .mgrs import DROP_REASONS, MgrsItems
+from .pixels import RESIZES, SquashViews
 from .rs5m import RS5MStream, SharedEpoch, StreamStart, check_shards, expand_shards
-from .transforms import eval_transform, squash_transform
-from .views import CROP_METHODS, ViewMaker
+from .transforms import eval_transform
+from .views import CROP_METHODS, OBJECT_PIXELS, ViewMaker
 
 logger = logging.getLogger(__name__)
 
@@ -53,15 +59,21 @@ class Collate:
         valid = torch.zeros(len(samples), self.max_boxes, dtype=torch.bool)
         boxes = torch.zeros(len(samples), self.max_boxes, 4)
         views: list[torch.Tensor] = []
+        rows: list[int] = []  # object row of each view, when samples build only some (obj_rows)
+        start = 0
         for b, sample in enumerate(samples):
-            count = len(sample[kind])
+            count = len(sample[f"{kind}_box"])
             if count > self.max_boxes:
                 raise ValueError(f"sample {b} has {count} {kind} views, more than max_boxes={self.max_boxes}")
             valid[b, :count] = True
             boxes[b, :count] = sample[f"{kind}_box"]
             views.extend(sample[kind])
+            rows.extend(start + i for i in sample.get(f"{kind}_rows", range(len(sample[kind]))))
+            start += count
         batch[kind] = torch.stack(views) if views else image.new_zeros((0, *image.shape[1:]))
         batch[f"{kind}_box"], batch[f"{kind}_valid"] = boxes, valid
+        if any(f"{kind}_rows" in s for s in samples):
+            batch[f"{kind}_rows"] = torch.tensor(rows, dtype=torch.long)
 
     def __call__(self, samples: list[dict]) -> dict:
         image = torch.stack([s["image"] for s in samples])
@@ -206,19 +218,32 @@ def get_train_data(
     crops: bool,
     objects: bool,
     epoch: int = 0,
+    object_pixels: str = "all",
 ) -> DataInfo:
     """The training loader for ``args.train_dataset_type`` with crop and/or object views as asked.
 
     ``image_size`` is the model's input size (an int or ``model.visual.image_size``'s (h, w)).
+    ``object_pixels`` (``all`` / ``labelled`` / ``none``) says which object crops to build (the
+    trainer passes what its losses read); ``args.view_resize`` (``torch`` / ``pil``, default
+    torch) the resize kernel of the views (see :mod:`farslip.data.pixels`).
     """
     if args.train_dataset_type not in DATASET_TYPES:
         raise ValueError(f"--train-dataset-type must be one of {DATASET_TYPES}, got {args.train_dataset_type!r}")
     if objects and args.train_dataset_type != "json":
         raise ValueError(f"object views need MGRS json data (--train-dataset-type json), not {args.train_dataset_type}")
+    if object_pixels not in OBJECT_PIXELS:
+        raise ValueError(f"object_pixels must be one of {OBJECT_PIXELS}, got {object_pixels!r}")
+    resize = getattr(args, "view_resize", "torch")
+    if resize not in RESIZES:
+        raise ValueError(f"--view-resize must be one of {RESIZES}, got {resize!r}")
+    jitter = args.train_dataset_type == "json"
+    if jitter:
+        hue_tables()  # built once here, before the workers fork, so that they share it
     views = ViewMaker(
-        squash_transform(image_size, jitter=args.train_dataset_type == "json"),
+        SquashViews(image_size, jitter=jitter, resize=resize),
         crop_method=_crop_method(args, crops),
         max_boxes=args.max_boxes,
+        object_pixels=object_pixels if objects else "all",
     )
     collate = Collate(tokenizer, args.max_boxes)
     if args.train_dataset_type == "webdataset":

@@ -106,33 +106,79 @@ class Region:
 RegionPicker = Callable[[int, int], list[Region]]
 
 
+OBJECT_PIXELS = ("all", "labelled", "none")
+
+
+def _plain_views(transform: Callable[[Image.Image], torch.Tensor], image: Image.Image):
+    """``view(box, build)`` for a plain PIL -> tensor transform (crops with ``image.crop``).
+
+    An unbuilt view is still transformed (and dropped): a plain transform's random draws
+    cannot be separated from its pixels.
+    """
+    def view(box: Optional[PixelBox], build: bool = True) -> Optional[torch.Tensor]:
+        out = transform(image if box is None else image.crop(box))
+        return out if build else None
+    return view
+
+
+def _fast_views(views, image: Image.Image):
+    """``view(box, build)`` for a :class:`~farslip.data.pixels.SquashViews`: one decode-side
+    source per sample; an unbuilt view only makes its random draws."""
+    source = views.source(image)
+
+    def view(box: Optional[PixelBox], build: bool = True) -> Optional[torch.Tensor]:
+        draw = views.draw()
+        return views.render(source, box, draw) if build else None
+    return view
+
+
 @dataclass
 class ViewMaker:
     """Builds one sample's views from its decoded image: the global view, crops, objects.
 
-    ``transform`` maps a PIL image to the model input; it is applied to the global image and
-    independently to every local view (each call draws its own jitter). ``crop_method`` None
-    means no crop views. Returns a dict with ``image`` and ``caption``, plus ``crop`` (list of
-    tensors) and ``crop_box`` [n, 4] when crops are on, and ``obj``, ``obj_box``, ``obj_text``,
-    ``obj_label`` when ``regions`` is given. Padding is left to the collate (masks only).
+    ``transform`` maps a PIL image to the model input (a plain callable, applied to the global
+    image and independently to ``image.crop(box)`` of every local view, each call drawing its
+    own jitter) or is a :class:`~farslip.data.pixels.SquashViews` (same views as uint8, made
+    from one decoded source). ``crop_method`` None means no crop views. Returns a dict with
+    ``image`` and ``caption``, plus ``crop`` (list of tensors) and ``crop_box`` [n, 4] when
+    crops are on, and ``obj``, ``obj_box``, ``obj_text``, ``obj_label`` when ``regions`` is
+    given. Padding is left to the collate (masks only).
+
+    ``object_pixels`` says which object crops to build: ``all``, ``labelled`` (label >= 0:
+    what MPCL's region loss reads) or ``none`` (RoI local ITC reads only the boxes). Boxes,
+    texts and labels are kept for every object; ``obj_rows`` then lists which objects have
+    pixels in ``obj``. A skipped crop still makes its random draws, so every built view has
+    the pixels it would have had anyway.
     """
 
     transform: Callable[[Image.Image], torch.Tensor]
     crop_method: Optional[str] = None
     max_boxes: int = 4
+    object_pixels: str = "all"
+
+    def __post_init__(self) -> None:
+        if self.object_pixels not in OBJECT_PIXELS:
+            raise ValueError(f"object_pixels must be one of {OBJECT_PIXELS}, got {self.object_pixels!r}")
 
     def __call__(
         self, image: Image.Image, caption: str, seed: int, regions: Optional[RegionPicker] = None
     ) -> dict:
         with seeded(seed):
-            sample = {"image": self.transform(image), "caption": caption}
+            fast = callable(getattr(self.transform, "render", None))
+            view = _fast_views(self.transform, image) if fast else _plain_views(self.transform, image)
+            sample = {"image": view(None), "caption": caption}
             if self.crop_method is not None:
                 boxes = crop_boxes(self.crop_method, image, self.max_boxes)
-                sample["crop"] = [self.transform(image.crop(b)) for b in boxes]
+                sample["crop"] = [view(b) for b in boxes]
                 sample["crop_box"] = normalise_boxes(boxes, image.width, image.height)
             if regions is not None:
                 picked = regions(image.width, image.height)
-                sample["obj"] = [self.transform(image.crop(r.box)) for r in picked]
+                wanted = [self.object_pixels == "all" or (self.object_pixels == "labelled" and r.label >= 0)
+                          for r in picked]
+                built = [view(r.box, w) for r, w in zip(picked, wanted)]
+                sample["obj"] = [v for v in built if v is not None]
+                if self.object_pixels != "all":
+                    sample["obj_rows"] = [i for i, w in enumerate(wanted) if w]
                 sample["obj_box"] = normalise_boxes([r.box for r in picked], image.width, image.height)
                 sample["obj_text"] = [r.text for r in picked]
                 sample["obj_label"] = [r.label for r in picked]

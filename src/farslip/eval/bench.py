@@ -86,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default="ViT-Tiny-8,ViT-Small-8,ViT-B-32", help="comma-separated, random weights")
     parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated")
     parser.add_argument("--scale", default="small", choices=("small", "medium"), help="synthetic world size")
+    parser.add_argument("--world", default=None,
+                        help="folder of an existing synthetic world (farslip synth); default: write one")
     parser.add_argument("--batch-size", type=int, default=32, help="images (segmentation: windows) per forward")
     parser.add_argument("--workers", type=int, default=0, help="data loader workers")
     parser.add_argument("--device", default="cpu")
@@ -98,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     run = Runtime(args.batch_size, args.workers, args.device, args.precision)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        world = Path(write_world(tmp, scale=args.scale)["root"])
+        world = Path(args.world) if args.world else Path(write_world(tmp, scale=args.scale)["root"])
         for name in args.models.split(","):
             torch.manual_seed(0)
             model = farslip.create_model(name, precision=args.precision, device=args.device).eval()
@@ -106,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             for task in args.tasks.split(","):
                 rows.append({"model": name, **measure(model, tokenizer, world, task, run, args.window_geometry)})
     print(f"device {args.device}, precision {args.precision}, torch threads {torch.get_num_threads()}, "
-          f"batch {args.batch_size}, workers {args.workers}, world {args.scale}, "
+          f"batch {args.batch_size}, workers {args.workers}, world {args.world or args.scale}, "
           f"segmentation windows {args.window_geometry}\n")
     print("| model | task | texts | text side (s) | images | image side (s) | images/s |")
     print("|---|---|---|---|---|---|---|")

@@ -1,7 +1,7 @@
 """Region features: RoI-Align over the dense token map (SPEC section 2)."""
 from __future__ import annotations
 
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +17,13 @@ def token_map(tokens: torch.Tensor, grid: Grid) -> torch.Tensor:
     if count != gh * gw:
         raise ValueError(f"{count} tokens do not form a {gh}x{gw} grid")
     return tokens.transpose(1, 2).reshape(batch, dim, gh, gw)
+
+
+def _to_grid(boxes: torch.Tensor, gh: int, gw: int) -> torch.Tensor:
+    """[K, 4] normalised xyxy -> token-grid units (Python-scalar products: no tensor to copy in)."""
+    if gh == gw:
+        return boxes * gw
+    return torch.stack((boxes[:, 0] * gw, boxes[:, 1] * gh, boxes[:, 2] * gw, boxes[:, 3] * gh), dim=1)
 
 
 BOX_SLACK = 1e-4  # normalised coordinates may overshoot [0, 1] by rounding, not more
@@ -47,6 +54,7 @@ def roi_features(
     tokens: torch.Tensor,
     boxes: Union[Sequence[torch.Tensor], torch.Tensor],
     grid: Grid,
+    image_index: Optional[torch.Tensor] = None,
     *,
     check: bool = True,
 ) -> torch.Tensor:
@@ -55,15 +63,27 @@ def roi_features(
     ``boxes`` holds, per image, an [n_i, 4] tensor of normalised (x1, y1, x2, y2) in [0, 1]
     (a [B, n, 4] tensor is read as B lists of n). Each box is scaled to the g x g token grid and
     RoI-aligned to g x g bins (``aligned=True``, adaptive sampling); the bins are averaged.
-    ``check`` validates the boxes first (:func:`check_boxes`).
+    With ``image_index`` [K], ``boxes`` is one packed [K, 4] tensor and row k belongs to image
+    ``image_index[k]`` (what the trainer prepares on the host: nothing here depends on values).
+    ``check`` validates the boxes first (:func:`check_boxes`; it reads values, so the training
+    step, whose boxes the data pipeline builds normalised, passes ``check=False``).
     """
     fmap = token_map(tokens, grid)
-    if len(boxes) != fmap.shape[0]:
-        raise ValueError(f"{len(boxes)} box sets for {fmap.shape[0]} images")
-    if check:
-        check_boxes(boxes)
     gh, gw = fmap.shape[-2:]
-    scale = torch.tensor([gw, gh, gw, gh], dtype=fmap.dtype, device=fmap.device)
-    scaled = [b.to(device=fmap.device, dtype=fmap.dtype).reshape(-1, 4) * scale for b in boxes]
-    pooled = roi_align(fmap, scaled, output_size=(gh, gw), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+    if image_index is not None:
+        packed = boxes.reshape(-1, 4)
+        if image_index.shape[0] != packed.shape[0]:
+            raise ValueError(f"{image_index.shape[0]} image indices for {packed.shape[0]} boxes")
+        if check:  # per image, so that the error names the image and its box
+            check_boxes([packed[image_index == i] for i in range(fmap.shape[0])])
+        index = image_index.to(device=fmap.device, dtype=fmap.dtype)[:, None]
+        packed = _to_grid(packed.to(device=fmap.device, dtype=fmap.dtype), gh, gw)
+        rois: Union[torch.Tensor, list[torch.Tensor]] = torch.cat([index, packed], dim=1)
+    else:
+        if len(boxes) != fmap.shape[0]:
+            raise ValueError(f"{len(boxes)} box sets for {fmap.shape[0]} images")
+        if check:
+            check_boxes(boxes)
+        rois = [_to_grid(b.to(device=fmap.device, dtype=fmap.dtype).reshape(-1, 4), gh, gw) for b in boxes]
+    pooled = roi_align(fmap, rois, output_size=(gh, gw), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
     return F.normalize(pooled.mean(dim=(2, 3)), dim=-1)

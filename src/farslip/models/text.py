@@ -18,19 +18,36 @@ def _trimmable(model: nn.Module) -> bool:
             and hasattr(model, "token_embedding") and hasattr(model, "positional_embedding"))
 
 
+def trimmable(model: nn.Module) -> bool:
+    """Whether :func:`encode_text` may drop the positions after the last end-of-text token."""
+    return _trimmable(model)
+
+
 def used_length(tokens: torch.Tensor) -> int:
-    """Positions that matter: up to the last end-of-text token (the highest id in each row)."""
+    """Positions that matter: up to the last end-of-text token (the highest id in each row).
+
+    Reads the tokens' values: on a GPU this waits for the device (a host sync), so the trainer
+    trims on the host before the batch moves (``trim_tokens``) and passes ``length``.
+    """
     return int(tokens.argmax(dim=-1).max()) + 1 if tokens.numel() else tokens.shape[-1]
 
 
-def encode_text(model: nn.Module, tokens: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+def trim_tokens(tokens: torch.Tensor) -> torch.Tensor:
+    """``tokens[:, :used_length(tokens)]``: the same features from :func:`encode_text`, less to move."""
+    return tokens[:, :used_length(tokens)]
+
+
+def encode_text(model: nn.Module, tokens: torch.Tensor, normalize: bool = False,
+                length: int | None = None) -> torch.Tensor:
     """``model.encode_text(tokens)``, computed on the batch trimmed to its longest caption.
 
-    Falls back to ``model.encode_text`` for towers that are not causal with argmax pooling.
+    ``length`` (at least the used length, e.g. ``tokens.shape[-1]`` of tokens already cut by
+    :func:`trim_tokens`) skips reading the tokens to find it. Falls back to
+    ``model.encode_text`` for towers that are not causal with argmax pooling.
     """
     if not _trimmable(model):
         return model.encode_text(tokens, normalize=normalize)
-    length = used_length(tokens)
+    length = used_length(tokens) if length is None else min(int(length), tokens.shape[-1])
     tokens = tokens[:, :length]
     cast_dtype = model.transformer.get_cast_dtype()
     x = model.token_embedding(tokens).to(cast_dtype) + model.positional_embedding[:length].to(cast_dtype)

@@ -59,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--root-val-img-dir", default=None,
                    help="image folder that --val-data paths are relative to")
     d.add_argument("--workers", type=int, default=4, help="data loader workers per process")
+    d.add_argument("--view-resize", default="torch", choices=("torch", "pil"),
+                   help="bicubic resize of the training views: torch's uint8 antialiased kernel "
+                   "(faster; PIL's pixels within a tested tolerance, docs/DATA.md) or PIL's "
+                   "(the reference's exact pixels)")
     d.add_argument("--batch-size", type=int, default=10, help="images per process per step")
 
     m = p.add_argument_group("method")
@@ -330,8 +334,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
     ``--model`` unset becomes the architecture a --pretrained checkpoint records, else
     ViT-B-16. Adds the derived fields the data pipeline and the step read: ``crops`` (random-crop or
-    grid views are built), ``objects`` (MGRS object views and texts are built) and
-    ``distill_views`` ("crops" or "objects": what distillation aligns).
+    grid views are built), ``objects`` (MGRS object views and texts are built),
+    ``distill_views`` ("crops" or "objects": what distillation aligns) and ``object_pixels``
+    ("all", "labelled" or "none": which object crops some loss reads).
     """
     parser = build_parser()
     a = parser.parse_args(argv)
@@ -348,6 +353,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     a.objects = mgrs and ("local_itc" in a.loss_type or (distill and a.local_method == "objects"))
     a.crops = distill and a.local_method != "objects"
     a.distill_views = "objects" if distill and a.local_method == "objects" else "crops"
+    # object crops a loss reads: all for distillation on objects; the labelled ones for MPCL's
+    # region loss on crop features; none for RoI features (boxes on the global image only)
+    if a.distill_views == "objects" or ("local_itc" in a.loss_type and a.local_itc_align != "roi"
+                                        and not a.mpcl_loss):
+        a.object_pixels = "all"
+    elif "local_itc" in a.loss_type and a.local_itc_align != "roi":
+        a.object_pixels = "labelled"
+    else:
+        a.object_pixels = "none"
     if a.keep_checkpoints is None:
         a.keep_checkpoints = 2
     return a  # --pretrained none goes to create_model as is (random weights, also for a named checkpoint)

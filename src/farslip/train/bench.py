@@ -10,6 +10,17 @@ encoding a loss uses, counted alone (texts without their padding), times 3 for t
 means no wasted encoding. (The counter misses part of ``nn.MultiheadAttention``'s inference
 fast path, which the eval-mode teacher takes under ``no_grad``; the teacher is therefore
 counted by running it, so both columns undercount it alike.)
+
+Each timed step starts from the CPU batch as the loader hands it over (uint8 views, pinned on a
+GPU): host-side bookkeeping, the copy to the device and the normalisation are the step's
+"data" phase; the others are the teacher (targets and EMA update), forward (student and
+losses), backward and optimizer. On a GPU the phases are timed in a second pass with a
+synchronisation at each boundary (the throughput pass has none). "time/FLOP vs vanilla" is
+(step time / vanilla's) / (FLOPs done / vanilla's): 1 means the step's time follows its work
+(step time = CPU time of the process on a CPU, where "samples per CPU-s" with ``--threads 1``
+is the per-core rate that other jobs on a shared machine barely change; wall time on a GPU).
+"reads/step" counts the operations inside one step that read tensor values on the host
+(:class:`~farslip.train.syncs.HostReads`; each is a host sync on a GPU).
 The data pipeline has its own benchmark (``scripts/bench.py data``).
 
 More measurements, each its own sub-command:
@@ -18,10 +29,13 @@ More measurements, each its own sub-command:
   bytes, and the process's peak RSS in a fresh process) and the time of one EMA update, the
   vision-only teacher with its fused ``torch._foreach_lerp_`` against the whole-CLIP teacher
   and the Python loop over ``state_dict()`` it replaced.
-* ``python scripts/bench.py train syncs``: host synchronisations per training step, counted
-  on any device by the ops that make the host wait for a CUDA device (see :class:`SyncCounter`).
+* ``python scripts/bench.py train syncs``: host synchronisations inside one training step,
+  counted on any device by :class:`~farslip.train.syncs.HostReads`, for the prepared batch the
+  trainer steps on and for the same batch unprepared (the step then reads values itself).
 * ``python scripts/bench.py train guard``: the divergence guard's per-step gradient check (one
   pass over the gradients) against none, on one trainer, timed round-robin.
+* ``python scripts/bench.py train optimizer``: one AdamW step, the multi-tensor (foreach)
+  update against the per-parameter loop, timed round-robin.
 * ``python scripts/bench.py train resume``: a step checkpoint's write/load time and size, and the
   cost of a mid-epoch resume passing over k RS5M samples undecoded (:mod:`.bench_resume`).
 """
@@ -37,19 +51,21 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
+from collections import defaultdict
 from pathlib import Path
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 import farslip
 from farslip.models.text import encode_text
 
+from farslip.data.transforms import normalize_views
+
 from .args import parse_args
-from .main import Trainer
+from .main import Trainer, to_device
 from .step import encode_views, make_plan
+from .syncs import HostReads
 from .teacher import Teacher
 
 CONFIGS = {
@@ -59,22 +75,30 @@ CONFIGS = {
     "farslip1/frozen": ["--method", "farslip1", "--use-imagecrop-aug", "--distill-type", "frozen"],
     "farslip2/active": ["--method", "farslip2", "--train-dataset-type", "json"],
     "farslip2/ema": ["--method", "farslip2", "--train-dataset-type", "json", "--distill-type", "ema"],
+    "farslip2/objects": ["--method", "farslip2", "--train-dataset-type", "json", "--local-method", "objects"],
+    "farslip2/roi": ["--method", "farslip2", "--train-dataset-type", "json", "--local-itc-align", "roi"],
 }
+PHASES = ("data", "teacher", "forward", "backward", "optimizer")
 
 
 def full_batch(model, batch_size: int, boxes: int, *, crops: bool, objects: bool) -> dict:
-    """A batch with every view slot filled (random pixels, boxes, category labels)."""
+    """A CPU batch with every view slot filled, as the loader gives it (uint8 pixels, boxes,
+    category labels)."""
     size = model.visual.image_size
     size = size if isinstance(size, int) else size[0]
     tok = farslip.get_tokenizer(model)
     b, n = batch_size, boxes
-    batch = {"image": torch.randn(b, 3, size, size),
+
+    def pixels(count):
+        return torch.randint(0, 256, (count, 3, size, size), dtype=torch.uint8)
+
+    batch = {"image": pixels(b),
              "text": tok([f"a satellite image of scene {i}" for i in range(b)])}
     corner = torch.rand(b, n, 2) * 0.5
     box = torch.cat([corner, corner + 0.5], dim=-1)
     for prefix, wanted in (("crop", crops), ("obj", objects)):
         if wanted:
-            batch[prefix] = torch.randn(b * n, 3, size, size)
+            batch[prefix] = pixels(b * n)
             batch[f"{prefix}_box"], batch[f"{prefix}_valid"] = box, torch.ones(b, n, dtype=torch.bool)
     if objects:
         labels = torch.randint(0, 8, (b * n,))
@@ -92,6 +116,7 @@ def _flops(fn) -> int:
 def needed_flops(trainer: Trainer, batch: dict) -> int:
     """FLOPs of the encodings the losses use, each counted alone (see the module docstring)."""
     plan, model = trainer.plan, trainer.model
+    batch = normalize_views(batch)
     total = 0
 
     def forward(images, need):
@@ -101,24 +126,76 @@ def needed_flops(trainer: Trainer, batch: dict) -> int:
         total += 3 * forward(batch["image"], plan.image_need)
         if plan.global_itc:
             total += 3 * _flops(lambda: encode_text(model, batch["text"]))
+        shared = plan.student_distill and plan.distill_views == "obj"
         if plan.distill:
             views = batch[plan.distill_views]
-            if plan.student_distill:
+            if shared:  # one encoding of every object crop serves both losses
+                total += 3 * forward(views, plan.obj_need)
+            elif plan.student_distill:
                 total += 3 * forward(views, plan.distill_need)
             else:  # the teacher itself (eval mode: see the module docstring)
                 total += _flops(lambda: trainer.teacher.encoder(views))
         if plan.local_itc:
-            keep = batch["obj_label"] >= 0
-            if plan.local_need:
+            keep = batch["obj_label"] >= 0 if plan.mpcl else torch.ones_like(batch["obj_label"], dtype=torch.bool)
+            if plan.local_need and not shared:
                 total += 3 * forward(batch["obj"][keep], plan.local_need)
             texts = torch.unique(batch["obj_text"][keep], dim=0)
             total += 3 * _flops(lambda: encode_text(model, texts))
     return total
 
 
+class PhaseTimer:
+    """``Trainer.phase``: time per phase name: wall time synchronising CUDA at each boundary
+    on a GPU, this process's CPU time on a CPU (which other jobs on the machine barely move)."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.clock = time.perf_counter if self.cuda else time.process_time
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    def __call__(self, name: str):
+        return _Phase(self, name)
+
+
+class _Phase:
+    def __init__(self, timer: PhaseTimer, name: str):
+        self.timer, self.name = timer, name
+
+    def __enter__(self):
+        if self.timer.cuda:
+            torch.cuda.synchronize()
+        self.start = self.timer.clock()
+
+    def __exit__(self, *exc):
+        if self.timer.cuda:
+            torch.cuda.synchronize()
+        self.timer.seconds[self.name] += self.timer.clock() - self.start
+
+
+def host_reads(trainer: Trainer, batch: dict) -> HostReads:
+    """Value reads inside one step (the optimiser's host-side step counter excluded).
+
+    AdamW keeps its step counters on the host (not capturable / fused), on CUDA too, so its
+    ``.item()`` of them is no device sync. GradScaler's read of ``found_inf`` is one (amp).
+    """
+    step = trainer.optimizer.step
+    with HostReads() as reads:
+        def paused_step(*a, **k):
+            with reads.paused():
+                return step(*a, **k)
+
+        trainer.optimizer.step = paused_step
+        try:
+            trainer.train_step(batch)
+        finally:
+            del trainer.optimizer.step
+    return reads
+
+
 def _bench_trainer(model_name: str, flags: list[str], args: argparse.Namespace,
                    device: torch.device):
-    """A Trainer for ``flags`` and a full batch on ``device`` (no data on disk)."""
+    """A Trainer for ``flags`` and a full CPU batch as the loader hands it over (uint8 views,
+    pinned on a GPU); :func:`device_batch` prepares and moves it (no data on disk)."""
     data = "bench.json" if "json" in flags else "bench.tar"
     argv = ["--train-data", data, "--root-train-img-dir", ".", "--model", model_name,
             "--pretrained", "none", "--precision", args.precision, "--device", device.type,
@@ -129,106 +206,96 @@ def _bench_trainer(model_name: str, flags: list[str], args: argparse.Namespace,
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(targs, device, Path(tmp))
-    batch = full_batch(trainer.model, args.batch_size, args.boxes,
-                       crops=targs.crops, objects=targs.objects)
-    batch = {k: v.to(device) for k, v in batch.items()}
-    return trainer, batch
+    cpu = full_batch(trainer.model, args.batch_size, args.boxes,
+                     crops=targs.crops, objects=targs.objects)
+    if device.type == "cuda":
+        cpu = {k: v.pin_memory() for k, v in cpu.items()}
+    return trainer, cpu
+
+
+def device_batch(trainer: Trainer, cpu: dict) -> dict:
+    """What the training loop gives ``train_step``: the prepared batch on the device."""
+    return to_device(trainer.prepare(cpu), trainer.device)
 
 
 def bench_one(model_name: str, label: str, flags: list[str], args: argparse.Namespace,
               device: torch.device) -> dict:
-    trainer, batch = _bench_trainer(model_name, flags, args, device)
-    done = _flops(lambda: trainer.train_step(batch))
-    need = needed_flops(trainer, batch)
+    trainer, cpu = _bench_trainer(model_name, flags, args, device)
+
+    def step(batch=None):
+        if batch is None:
+            with trainer.phase("data"):
+                batch = device_batch(trainer, cpu)
+        return trainer.train_step(batch)
+
+    ready = device_batch(trainer, cpu)
+    done = _flops(lambda: trainer.train_step(ready))
+    need = needed_flops(trainer, ready)
+    reads = host_reads(trainer, ready).total
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    trainer.train_step(batch)  # warm-up
+    step()  # warm-up
     if device.type == "cuda":
         torch.cuda.synchronize()
-    start = time.perf_counter()
+    timer = PhaseTimer(device)
+    if device.type != "cuda":
+        trainer.phase = timer  # no synchronisation: the split costs nothing on a CPU
+    start, cpu_start = time.perf_counter(), time.process_time()
     for _ in range(args.steps):
-        trainer.train_step(batch)
+        step()
     if device.type == "cuda":
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     seconds = (time.perf_counter() - start) / args.steps
+    cpu_seconds = (time.process_time() - cpu_start) / args.steps
+    if device.type == "cuda":  # a second pass for the split (it synchronises at each phase)
+        trainer.phase = timer
+        for _ in range(args.steps):
+            step()
+    total = sum(timer.seconds.values()) or float("nan")
+    split = {f"{p}_frac": timer.seconds.get(p, 0.0) / total for p in PHASES}
     return {"model": model_name, "config": label, "device": str(device),
-            "batch_size": args.batch_size, "boxes": args.boxes,
-            "samples_per_s": args.batch_size / seconds, "step_s": seconds,
+            "precision": args.precision, "batch_size": args.batch_size, "boxes": args.boxes,
+            "samples_per_s": args.batch_size / seconds, "step_s": seconds, "cpu_step_s": cpu_seconds,
+            "samples_per_cpu_s": args.batch_size / cpu_seconds,
             "peak_mib": peak, "gflops_done": done / 1e9, "gflops_needed": need / 1e9,
-            "done_over_needed": done / need if need else float("nan")}
+            "done_over_needed": done / need if need else float("nan"),
+            "host_reads_per_step": reads, **split}
+
+
+def step_time(row: dict) -> float:
+    """The step time the ratios use: CPU time on a CPU (robust on a shared machine), else wall."""
+    return row["cpu_step_s"] if row["device"] == "cpu" else row["step_s"]
+
+
+def add_ratios(rows: list[dict]) -> None:
+    """``time_per_flop_vs_vanilla`` for each row whose model also has a vanilla row."""
+    base = {r["model"]: r for r in rows if r["config"] == "vanilla"}
+    for r in rows:
+        v = base.get(r["model"])
+        r["time_per_flop_vs_vanilla"] = (
+            (step_time(r) / step_time(v)) / (r["gflops_done"] / v["gflops_done"]) if v else float("nan"))
 
 
 def table(rows: list[dict]) -> str:
-    head = "| model | config | device | samples/s | step s | peak MiB | GFLOP done | GFLOP needed | done/needed |"
-    lines = [head, "|" + "---|" * 9]
+    head = ("| model | config | samples/s | samples per CPU-s | GFLOP done | GFLOP needed | done/needed "
+            "| time/FLOP vs vanilla | data | teacher | forward | backward | optimizer | reads/step | peak MiB |")
+    lines = [head, "|" + "---|" * 15]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['config']} | {r['device']} | {r['samples_per_s']:.1f} "
-                     f"| {r['step_s']:.3f} | {r['peak_mib']:.0f} | {r['gflops_done']:.2f} "
-                     f"| {r['gflops_needed']:.2f} | {r['done_over_needed']:.3f} |")
+        split = " | ".join(f"{100 * r[f'{p}_frac']:.0f} %" for p in PHASES)
+        lines.append(f"| {r['model']} | {r['config']} | {r['samples_per_s']:.1f} | {r['samples_per_cpu_s']:.2f} "
+                     f"| {r['gflops_done']:.2f} | {r['gflops_needed']:.2f} | {r['done_over_needed']:.3f} "
+                     f"| {r['time_per_flop_vs_vanilla']:.2f} | {split} | {r['host_reads_per_step']} "
+                     f"| {r['peak_mib']:.0f} |")
     return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- host syncs
-# ops after which the host waits for a CUDA device: a value read back (item, bool, int,
-# float), or an output whose size depends on the data (nonzero, boolean-mask indexing,
-# unique, repeat_interleave without output_size)
-_SYNC_ALWAYS = {"_local_scalar_dense", "nonzero", "masked_select", "_unique", "_unique2",
-                "unique_dim", "unique_consecutive", "unique_dim_consecutive", "equal"}
-_INDEXING = {"index", "index_put", "index_put_", "_index_put_impl_"}
-
-
-def _bool_indices(args) -> bool:
-    indices = args[1] if len(args) > 1 else ()
-    return any(torch.is_tensor(i) and i.dtype in (torch.bool, torch.uint8) for i in indices or ())
-
-
-def _in_optimizer() -> bool:
-    frame = sys._getframe(2)
-    while frame is not None:
-        if "torch/optim/" in frame.f_code.co_filename.replace("\\", "/"):
-            return True
-        frame = frame.f_back
-    return False
-
-
-class SyncCounter(TorchDispatchMode):
-    """Counts the ops that synchronise the host with a CUDA device, on any device.
-
-    Seen at the dispatcher, so it works on CPU. Not counted: scalar reads inside
-    ``torch.optim`` (AdamW keeps its step counters on the host unless capturable/fused).
-    Device-to-host copies (``.cpu()``, ``.tolist()``) are not visible on a CPU run and must
-    be counted by reading the code.
-    """
-
-    def __init__(self):
-        super().__init__()
-        self.counts: Counter = Counter()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        name = func.overloadpacket.__name__
-        if name == "_local_scalar_dense" and _in_optimizer():
-            pass  # AdamW's step counters: host tensors on CUDA too (not capturable/fused)
-        elif name in _SYNC_ALWAYS:
-            self.counts[name] += 1
-        elif name in _INDEXING and _bool_indices(args):
-            self.counts[f"{name}(bool mask)"] += 1
-        elif name == "repeat_interleave" and kwargs.get("output_size") is None and any(
-                torch.is_tensor(a) and a.ndim > 0 for a in args[:2]):
-            self.counts[name] += 1
-        return func(*args, **kwargs)
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
-
-
 def syncs_main(argv: list[str] | None = None) -> int:
-    """`bench.py train syncs`: host syncs of one training step per configuration."""
+    """`bench.py train syncs`: host syncs inside one training step per configuration."""
     parser = argparse.ArgumentParser(prog="bench.py train syncs", description=syncs_main.__doc__,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--model", default="ViT-Tiny-8")
@@ -240,20 +307,26 @@ def syncs_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.getLogger().setLevel(logging.WARNING)
     device = torch.device(args.device)
-    print("| config | host syncs per step | of which the divergence guard | by op |")
-    print("|---|---|---|---|")
+    print(f"{args.model}, batch {args.batch_size} x {args.boxes} views, {args.precision}, {device}\n")
+    print("| config | host syncs per step | of which the divergence guard | by op "
+          "| without host-side preparation | by op |")
+    print("|---|---|---|---|---|---|")
+
+    def ops(reads: HostReads) -> str:
+        return ", ".join(f"`{k}` {v}" for k, v in sorted(reads.counts.items())) or "-"
+
     for label in args.configs.split(","):
-        trainer, batch = _bench_trainer(args.model, CONFIGS[label], args, device)
-        trainer.train_step(batch)  # warm-up (lazy state)
-        with SyncCounter() as step:
-            trainer.train_step(batch)
+        trainer, cpu = _bench_trainer(args.model, CONFIGS[label], args, device)
+        trainer.train_step(device_batch(trainer, cpu))  # warm-up (lazy state)
+        step = host_reads(trainer, device_batch(trainer, cpu))
+        raw = host_reads(trainer, to_device(cpu, device))  # the step prepares on the device
         terms = {k: torch.zeros((), device=device) for k in trainer.divergence.terms}
-        with SyncCounter() as guard:
+        with HostReads() as guard:
             trainer.divergence.observe(2, terms, torch.zeros((), device=device),
                                        trainer.model.logit_scale, 1e-6)
             trainer.divergence.observe_skip(2, torch.zeros((), dtype=torch.bool, device=device))
-        ops = ", ".join(f"{k} {v}" for k, v in sorted(step.counts.items()))
-        print(f"| {label} | {step.total} | {guard.total} | {ops} |", flush=True)
+        print(f"| {label} | {step.total} | {guard.total} | {ops(step)} | {raw.total} | {ops(raw)} |",
+              flush=True)
     return 0
 
 
@@ -263,7 +336,7 @@ import copy, resource, sys, torch, farslip
 from farslip.train.bench import ema_plan
 from farslip.train.teacher import Teacher
 name, variant = sys.argv[1], sys.argv[2]
-model = farslip.create_model(name)
+model = farslip.create_model(name, pretrained="none")
 if variant == "whole":  # the teacher as it was: a deep copy of the whole CLIP
     teacher = copy.deepcopy(model).eval().requires_grad_(False)
 elif variant == "tower":
@@ -297,8 +370,14 @@ def _loop_update(teacher: torch.nn.Module, student: torch.nn.Module, momentum: f
             target.copy_(value)
 
 
-def _interleaved_median_s(fns: dict, repeat: int, device: torch.device) -> dict[str, float]:
-    """Median seconds of each function, timed round-robin (so machine load hits all alike)."""
+def _interleaved_median_s(fns: dict, repeat: int, device: torch.device,
+                          cpu_time: bool = False) -> dict[str, float]:
+    """Median seconds of each function, timed round-robin (so machine load hits all alike).
+
+    ``cpu_time``: this process's CPU time instead of wall time (on a CPU device only: a
+    single-threaded run then barely feels other jobs on the machine).
+    """
+    clock = time.process_time if cpu_time and device.type == "cpu" else time.perf_counter
     times: dict[str, list[float]] = {k: [] for k in fns}
     for fn in fns.values():
         fn()  # warm-up
@@ -306,11 +385,11 @@ def _interleaved_median_s(fns: dict, repeat: int, device: torch.device) -> dict[
         for key, fn in fns.items():
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            start = time.perf_counter()
+            start = clock()
             fn()
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            times[key].append(time.perf_counter() - start)
+            times[key].append(clock() - start)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -323,21 +402,24 @@ def teacher_main(argv: list[str] | None = None) -> int:
                         help="timed EMA updates per variant (median; variants timed round-robin)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--no-rss", action="store_true", help="skip the fresh-process RSS runs")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (on a CPU the update times are this process's CPU time)")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(argv)
     logging.getLogger().setLevel(logging.WARNING)
     device = torch.device(args.device)
+    torch.set_num_threads(args.threads)
     rows = []
     for name in args.models.split(","):
         torch.manual_seed(0)
-        student = farslip.create_model(name, device=device)
+        student = farslip.create_model(name, pretrained="none", device=device)
         teacher = Teacher("ema", student, ema_plan(name))
         whole = copy.deepcopy(student).eval().requires_grad_(False)
         tower_loop = copy.deepcopy(student.visual).eval().requires_grad_(False)
         ms = _interleaved_median_s({
             "loop_whole_ms": lambda: _loop_update(whole, student, 0.99),
             "loop_tower_ms": lambda: _loop_update(tower_loop, student.visual, 0.99),
-            "foreach_tower_ms": lambda: teacher.update(student)}, args.repeat, device)
+            "foreach_tower_ms": lambda: teacher.update(student)}, args.repeat, device, cpu_time=True)
         row = {"model": name, "device": str(device),
                "whole_mib": _bytes(whole) / 2**20, "tower_mib": _bytes(teacher.module) / 2**20,
                **{k: 1e3 * v for k, v in ms.items()}}
@@ -350,6 +432,8 @@ def teacher_main(argv: list[str] | None = None) -> int:
         rows.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
     rss = all("rss_none_mib" in r for r in rows)
+    print(f"device {device}, torch threads {torch.get_num_threads()}, EMA update: "
+          f"{'CPU' if device.type == 'cpu' else 'wall'} time, median of {args.repeat}\n")
     head = ("| model | teacher MiB: whole CLIP | vision tower | EMA update ms: loop, whole CLIP | "
             "loop, tower | foreach, tower | before / after |")
     if rss:
@@ -387,7 +471,8 @@ def guard_main(argv: list[str] | None = None) -> int:
           " gradient norm alone s |")
     print("|---|---|---|---|---|---|")
     for name in args.models.split(","):
-        trainer, batch = _bench_trainer(name, CONFIGS[args.config], args, device)
+        trainer, cpu = _bench_trainer(name, CONFIGS[args.config], args, device)
+        batch = device_batch(trainer, cpu)
         guard = trainer.divergence
 
         def step(every: int):
@@ -405,6 +490,43 @@ def guard_main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def optimizer_main(argv: list[str] | None = None) -> int:
+    """`bench.py train optimizer`: one AdamW step over a CLIP's parameters, the multi-tensor
+    (foreach) update the trainer asks for against the per-parameter loop."""
+    from .main import param_groups
+
+    parser = argparse.ArgumentParser(prog="bench.py train optimizer", description=optimizer_main.__doc__,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--models", default="ViT-Tiny-8,ViT-B-32,ViT-B-16")
+    parser.add_argument("--repeat", type=int, default=10, help="timed steps per variant (median, round-robin)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (on a CPU the times are this process's CPU time)")
+    args = parser.parse_args(argv)
+    logging.getLogger().setLevel(logging.WARNING)
+    device = torch.device(args.device)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    clock = "CPU" if device.type == "cpu" else "wall"
+    print(f"device {device}, torch threads {torch.get_num_threads()}, {clock} time, median of {args.repeat}\n")
+    print("| model | parameters (M) | AdamW step ms: per-parameter loop | foreach | loop / foreach |")
+    print("|---|---|---|---|---|")
+    for name in args.models.split(","):
+        torch.manual_seed(0)
+        models = {k: farslip.create_model(name, pretrained="none", device=device) for k in ("loop", "foreach")}
+        fns = {}
+        for key, model in models.items():
+            for p in model.parameters():
+                p.grad = torch.randn_like(p) * 1e-3
+            opt = torch.optim.AdamW(param_groups(model, 0.2), lr=1e-5, foreach=key == "foreach")
+            fns[key] = opt.step
+        ms = {k: 1e3 * v for k, v in _interleaved_median_s(fns, args.repeat, device, cpu_time=True).items()}
+        count = sum(p.numel() for p in models["loop"].parameters()) / 1e6
+        print(f"| {name} | {count:.1f} | {ms['loop']:.1f} | {ms['foreach']:.1f} | {ms['loop'] / ms['foreach']:.2f} |",
+              flush=True)
+    return 0
+
+
 def resume_main(argv: list[str]) -> int:
     from .bench_resume import main as run
 
@@ -412,7 +534,7 @@ def resume_main(argv: list[str]) -> int:
 
 
 SUBCOMMANDS = {"teacher": teacher_main, "syncs": syncs_main, "guard": guard_main,
-               "resume": resume_main}
+               "optimizer": optimizer_main, "resume": resume_main}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -433,6 +555,8 @@ def steps_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per configuration")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "amp", "amp_bf16"))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's own choice; 1 for per-core numbers)")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(argv)
     logging.getLogger().setLevel(logging.WARNING)
@@ -440,11 +564,16 @@ def steps_main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown configs: {', '.join(sorted(unknown))}")
     device = torch.device(args.device)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     rows = []
     for model_name in args.models.split(","):
         for label in args.configs.split(","):
             rows.append(bench_one(model_name, label, CONFIGS[label], args, device))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    add_ratios(rows)
+    print(f"device {device}, precision {args.precision}, batch {args.batch_size} x {args.boxes} views, "
+          f"torch threads {torch.get_num_threads()}")
     print(table(rows))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

@@ -32,7 +32,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 import farslip
 from farslip.atomic import remove_stale_temps
-from farslip.data.transforms import eval_transform
+from farslip.data.transforms import eval_transform, normalize_views
 from farslip.errors import EXIT_USER_ERROR, UserError, message, user_errors
 from farslip.models.longclip import FrozenRows, enable_long_text, is_long_text
 from farslip.models.text import encode_text
@@ -43,12 +43,18 @@ from farslip.models.record import SETTINGS_KEY, model_settings
 from . import checkpoint, resume
 from .args import parse_args
 from .guard import EXIT_DIVERGED, DivergenceGuard, TrainingDiverged, nonfinite_flag
-from .step import StudentFeatures, compute_losses, make_plan
+from .step import StudentFeatures, compute_losses, make_plan, prepare_batch
 from .teacher import Teacher
 
 log = logging.getLogger("farslip.train")
 MAX_LOGIT_SCALE = math.log(100.0)
 _HANDLERS: list[logging.Handler] = []
+_NO_PHASE = nullcontext()
+
+
+def no_phase(name: str) -> nullcontext:
+    """The default ``Trainer.phase``: no timing (``scripts/bench.py train`` puts a timer here)."""
+    return _NO_PHASE
 
 
 # --------------------------------------------------------------------------- set-up helpers
@@ -166,6 +172,8 @@ class Trainer:
         self.model = build_model(args, device)
         self.grid = self.model.visual.grid_size
         self.teacher = Teacher(args.distill_type, self.model, self.plan, args.ema_momentum)
+        # torch's choice of update: multi-tensor (foreach) on CUDA, the per-parameter loop on a
+        # CPU, where foreach measured no faster (`scripts/bench.py train optimizer`)
         self.optimizer = torch.optim.AdamW(param_groups(self.model, args.wd), lr=args.lr,
                                            betas=(args.beta1, args.beta2), eps=args.eps)
         self.scaler = torch.amp.GradScaler(device.type) if args.precision == "amp" else None
@@ -201,6 +209,11 @@ class Trainer:
                 self.teacher.encoder = torch.compile(self.teacher.encoder)
         self.student = student
         self.tokenizer = farslip.get_tokenizer(self.model)
+        self.phase = no_phase  # phase(name) -> context manager around each part of a step
+
+    def prepare(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Host-side bookkeeping of a CPU batch (``step.prepare_batch``), before it moves."""
+        return prepare_batch(batch, self.plan, self.model)
 
     def _resume(self) -> None:
         args = self.args
@@ -259,43 +272,51 @@ class Trainer:
 
     # ---------------------------------------------------------------- one optimiser step
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        args = self.args
+        """One optimiser step on a device batch (best from :meth:`prepare`: then no part of
+        the step reads tensor values on the host); uint8 views are normalised here."""
+        args, phase = self.args, self.phase
+        with phase("data"):
+            batch = normalize_views(batch)
         with self.autocast():
-            targets = self.teacher.targets(batch, self.plan) if self.plan.distill else None
-            feats = self.student(batch)
-            terms = compute_losses(self.plan, feats, batch, grid=self.grid,
-                                   weights=self.weights, clip_loss=self.clip_loss,
-                                   targets=targets, gather_with_grad=args.gather_with_grad,
-                                   rank=args.rank, world_size=args.world_size)
-        self.optimizer.zero_grad(set_to_none=True)
+            with phase("teacher"):
+                targets = self.teacher.targets(batch, self.plan) if self.plan.distill else None
+            with phase("forward"):
+                feats = self.student(batch)
+                terms = compute_losses(self.plan, feats, batch, grid=self.grid,
+                                       weights=self.weights, clip_loss=self.clip_loss,
+                                       targets=targets, gather_with_grad=args.gather_with_grad,
+                                       rank=args.rank, world_size=args.world_size)
         loss = terms["loss"]
         step, lr = self.step + 1, self.optimizer.param_groups[0]["lr"]
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            if args.grad_clip_norm is not None:
-                self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self.model.parameters(), args.grad_clip_norm)
-            self.divergence.observe(step, terms, None, self.model.logit_scale, lr)
-            # a skipped step lowers the scale; compare on the device (get_scale() would sync)
-            scale = self.scaler._scale.clone()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.divergence.observe_skip(step, self.scaler._scale < scale)
-        else:
-            loss.backward()
-            grad_norm = None
-            if args.grad_clip_norm is not None:
-                grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), args.grad_clip_norm)
-            elif self.divergence.grads_due(step):
-                grad_norm = nn.utils.get_total_norm(
-                    [p.grad for p in self.model.parameters() if p.grad is not None])
-            self.divergence.observe(step, terms, grad_norm, self.model.logit_scale, lr)
-            self.optimizer.step()
-        with torch.no_grad():
-            if self.guard is not None:
-                self.guard.restore()
-            self.model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
-        self.teacher.update(self.model)
+        with phase("backward"):
+            self.optimizer.zero_grad(set_to_none=True)
+            (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+        with phase("optimizer"):  # with the divergence guard's on-device bookkeeping
+            if self.scaler is not None:
+                if args.grad_clip_norm is not None:
+                    self.scaler.unscale_(self.optimizer)
+                    nn.utils.clip_grad_norm_(self.model.parameters(), args.grad_clip_norm)
+                self.divergence.observe(step, terms, None, self.model.logit_scale, lr)
+                # a skipped step lowers the scale; compare on the device (get_scale() would sync)
+                scale = self.scaler._scale.clone()
+                self.scaler.step(self.optimizer)  # reads found_inf: the one host sync of amp
+                self.scaler.update()
+                self.divergence.observe_skip(step, self.scaler._scale < scale)
+            else:
+                grad_norm = None
+                if args.grad_clip_norm is not None:
+                    grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), args.grad_clip_norm)
+                elif self.divergence.grads_due(step):
+                    grad_norm = nn.utils.get_total_norm(
+                        [p.grad for p in self.model.parameters() if p.grad is not None])
+                self.divergence.observe(step, terms, grad_norm, self.model.logit_scale, lr)
+                self.optimizer.step()
+            with torch.no_grad():
+                if self.guard is not None:
+                    self.guard.restore()
+                self.model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+        with phase("teacher"):
+            self.teacher.update(self.model)
         return {k: v.detach() for k, v in terms.items()}
 
     # ---------------------------------------------------------------- one epoch
@@ -335,7 +356,7 @@ class Trainer:
             skipped = int(batch.pop("skipped").sum()) if "skipped" in batch else 0
             dropped = batch.pop("dropped_boxes", None)  # CPU counts: adding them costs no sync
             drops = dropped if drops is None else drops + dropped
-            batch = to_device(batch, self.device)
+            batch = to_device(self.prepare(batch), self.device)
             terms = self.train_step(batch)
             self.step += 1
             seen += 1
@@ -546,7 +567,8 @@ def run(args: argparse.Namespace) -> int:
     trainer = Trainer(args, device, run_dir)
     image_size = trainer.model.visual.image_size
     data = get_train_data(args, trainer.tokenizer, image_size, crops=args.crops,
-                          objects=args.objects, epoch=trainer.start_epoch)
+                          objects=args.objects, epoch=trainer.start_epoch,
+                          object_pixels=args.object_pixels)
     trainer.restore_data_position(data)
     val = (get_val_data(args, eval_transform(image_size), trainer.tokenizer) if master else None)
     total_steps = data.num_batches * args.epochs
