@@ -1,19 +1,24 @@
 #!/usr/bin/env python
-"""Benchmarks: `python scripts/bench.py train|eval|data|all [options]`.
+"""Benchmarks: `python scripts/bench.py train|eval|data|model|all [options]`.
 
-Each part is a module of the library with its own ``main(argv)``; numbers are printed as a
-Markdown table and written as JSON (see docs/PERFORMANCE.md for the recorded runs).
+Each part is a module of the checkout's `benchmarks/` folder (not installed with the library)
+with its own ``main(argv)``; numbers are printed as a Markdown table and written as JSON (see
+docs/PERFORMANCE.md for the recorded runs). The library timed is the one Python imports
+(installed, or a checkout's `src` on PYTHONPATH).
 """
 from __future__ import annotations
 
 import importlib
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout holding benchmarks/
 
 PARTS = {
-    "train": "farslip.train.bench",
-    "eval": "farslip.eval.bench",
-    "data": "farslip.data.bench",
-    "model": "farslip.models.bench",
+    "train": "benchmarks.train",
+    "eval": "benchmarks.eval",
+    "data": "benchmarks.data",
+    "model": "benchmarks.model",
 }
 
 

@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+sys.path[:0] = [str(ROOT / "src"), str(ROOT)]  # the checkout's library and its benchmarks/
 
 PARTS = ("env", "world", "tests", "steps", "single", "torchrun", "train", "data", "eval", "estimate")
 H200_BF16_DENSE_TFLOPS = 989.4  # NVIDIA H100/H200 SXM tensor-core bf16, dense (1979 with 2:4 sparsity)
@@ -267,7 +267,7 @@ def step_worker(path: str, dry: bool) -> int:
     import torch
 
     from farslip.train.args import parse_args as train_args
-    from farslip.train.bench import full_batch, host_reads
+    from benchmarks.train import full_batch, host_reads
     from farslip.train.main import Trainer, to_device
 
     device = torch.device("cpu" if dry else "cuda")
@@ -284,13 +284,12 @@ def step_worker(path: str, dry: bool) -> int:
             key = f"{precision}@{dev.type}"
             if key in first:  # the dry run: cpu fp32 twice
                 continue
-            args = train_args([*flags, "--model", model, "--pretrained", "none", "--precision", precision,
-                               "--device", dev.type, "--batch-size", str(batch_size), "--lr", "1e-5"])
-            args.rank, args.world_size, args.distributed, args.local_rank = 0, 1, False, 0
+            cfg = train_args([*flags, "--model", model, "--pretrained", "none", "--precision", precision,
+                              "--device", dev.type, "--batch-size", str(batch_size), "--lr", "1e-5"])
             torch.manual_seed(0)
-            trainer = Trainer(args, dev, Path("."))
+            trainer = Trainer(cfg, Path("."))
             torch.manual_seed(1)
-            cpu_batch = full_batch(trainer.model, batch_size, 4, crops=args.crops, objects=args.objects)
+            cpu_batch = full_batch(trainer.model, batch_size, 4, crops=cfg.data.crops, objects=cfg.data.objects)
             if dev.type == "cuda":
                 cpu_batch = {k: v.pin_memory() for k, v in cpu_batch.items()}
             terms = trainer.train_step(to_device(trainer.prepare(cpu_batch), dev))

@@ -1,7 +1,7 @@
 """Tiny on-disk fixtures for the data tests: RS5M shards, MGRS json, CSV pairs, a readable tokenizer."""
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import io
 import json
 import os
@@ -10,6 +10,8 @@ import tarfile
 import numpy as np
 import torch
 from PIL import Image
+
+from farslip.config import DataConfig
 
 TEXT_LEN = 96
 
@@ -79,13 +81,22 @@ def write_json(path: str, items: list[dict]) -> None:
         json.dump(items, f)
 
 
-def make_args(**overrides) -> argparse.Namespace:
-    """The trainer's args namespace with the published defaults, small batches, one process."""
+def make_args(**overrides) -> DataConfig:
+    """A data config with the published defaults, small batches, no workers and no local views
+    (``crops``/``objects`` as asked); the stage-2 jitter on for MGRS json unless ``color_jitter``
+    says otherwise. ``method`` is accepted and ignored (the trainer derives views from it)."""
     values = dict(
         train_data=None, train_dataset_type="webdataset", train_dataset_name="test", train_num_samples=None,
-        root_train_img_dir=None, val_data=None, root_val_img_dir=None, method="farslip1",
-        local_method="randomcrops", max_boxes=4, min_size=64, max_size=1024, batch_size=2, workers=0, seed=0,
-        dataset_resampled=False, world_size=1, rank=0,
+        root_train_img_dir=None, dataset_resampled=False, val_data=None, root_val_img_dir=None, workers=0,
+        batch_size=2, view_resize="torch", use_imagecrop_aug=False, local_method="randomcrops", max_boxes=4, min_size=64, max_size=1024,
+        crops=False, objects=False, object_pixels="all",
     )
+    overrides.pop("method", None)
     values.update(overrides)
-    return argparse.Namespace(**values)
+    values.setdefault("color_jitter", values["train_dataset_type"] == "json")
+    return DataConfig(**values)
+
+
+def with_views(data: DataConfig, **views) -> DataConfig:
+    """``data`` with other views (``crops``, ``objects``, ``object_pixels``) or settings."""
+    return dataclasses.replace(data, **views)

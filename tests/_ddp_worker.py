@@ -24,7 +24,7 @@ FLAGS = ("--method", "farslip2", "--loss-type", "global_itc", "local_itc", "--w-
 def losses_and_grads(model, batch, *, gather_with_grad: bool, rank: int, world: int):
     """Loss terms and parameter gradients for ``batch`` (DDP-wrapped when world > 1)."""
     args = make_args(*FLAGS)
-    plan = make_plan(args)
+    plan = make_plan(args.method)
     student = StudentFeatures(model, plan)
     if world > 1:
         student = DistributedDataParallel(student)

@@ -352,14 +352,14 @@ def test_a_long_run_of_bad_samples_stops_the_stream(tmp_path, monkeypatch):
     from farslip.data.image_files import DataError
     from farslip.data.train_data import get_train_data
 
-    from ._data_utils import char_tokenizer, make_args, write_shard
+    from ._data_utils import char_tokenizer, make_args, with_views, write_shard
 
     keys = [f"k{i:02d}" for i in range(12)]
     write_shard(str(tmp_path / "bad-0000.tar"), keys, corrupt=set(keys[1:]))  # one good sample, then 11 bad
     monkeypatch.setattr(rs5m, "MAX_BAD_IN_A_ROW", 5)
     args = make_args(train_data=str(tmp_path / "bad-0000.tar"), train_num_samples=8, batch_size=2)
     with pytest.raises(DataError, match=r"5 bad samples in a row in the shard .*bad-0000\.tar \(the last: sample"):
-        list(get_train_data(args, char_tokenizer, 32, crops=False, objects=False).dataloader)
+        list(get_train_data(with_views(args, crops=False, objects=False), char_tokenizer, 32).dataloader)
 
 
 def _mgrs(tmp_path: Path, items: int = 4) -> tuple[str, str]:
@@ -450,10 +450,10 @@ def _png(array) -> bytes:
 def _stream(spec: str, samples: int) -> list[dict]:
     from farslip.data.train_data import get_train_data
 
-    from ._data_utils import char_tokenizer, make_args
+    from ._data_utils import char_tokenizer, make_args, with_views
 
     args = make_args(train_data=spec, train_num_samples=samples, batch_size=1)
-    return list(get_train_data(args, char_tokenizer, 32, crops=False, objects=False).dataloader)
+    return list(get_train_data(with_views(args, crops=False, objects=False), char_tokenizer, 32).dataloader)
 
 
 @pytest.mark.parametrize("layout", ["same key later in the shard", "a member twice in a row"])

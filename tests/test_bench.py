@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import re
 
-from farslip.data import bench as data_bench
+from benchmarks import data as data_bench
+from benchmarks import train as train_bench
 from farslip.synth import write_world
-from farslip.train import bench as train_bench
 
 
 def _rows(text: str) -> dict[str, list[str]]:

@@ -90,10 +90,9 @@ STEPS = {
 
 def _trainer(tmp_path, device, flags, data, precision="fp32"):
     args = make_args(*flags, "--lr", "1e-5", "--precision", precision, data=data)
-    args.rank, args.world_size, args.distributed, args.local_rank = 0, 1, False, 0
-    args.device = device.type
+    args = args.replace("run", device=device.type)
     torch.manual_seed(0)
-    return Trainer(args, device, tmp_path)
+    return Trainer(args, tmp_path)
 
 
 def _uint8_batch(model, flags):

@@ -10,7 +10,7 @@ from farslip.data.csv_data import read_pairs
 from farslip.data.train_data import get_train_data, get_val_data
 from farslip.data.transforms import eval_transform
 
-from ._data_utils import char_tokenizer, decode_text, make_args, write_images
+from ._data_utils import char_tokenizer, decode_text, make_args, with_views, write_images
 
 
 def write_csv(path, rows, sep=","):
@@ -70,7 +70,7 @@ def test_csv_training_type_with_crops(val_set):
     root, _ = val_set
     args = make_args(train_data=str(root / "val.csv"), train_dataset_type="csv", method="vanilla",
                      root_train_img_dir=str(root / "imgs"), batch_size=2)
-    info = get_train_data(args, char_tokenizer, 32, crops=True, objects=False)
+    info = get_train_data(with_views(args, crops=True, objects=False), char_tokenizer, 32)
     assert info.num_batches == 2
     batches = list(info.dataloader)
     assert all(b["image"].shape == (2, 3, 32, 32) and b["crop"].shape == (8, 3, 32, 32) for b in batches)

@@ -13,7 +13,7 @@ from farslip.data.mgrs import MgrsItems, clip_box, item_caption, parse_bbox, reg
 from farslip.data.train_data import get_train_data
 from farslip.data.views import ViewMaker, seeded
 
-from ._data_utils import char_tokenizer, decode_text, image_array, make_args, write_images, write_json
+from ._data_utils import char_tokenizer, decode_text, image_array, make_args, with_views, write_images, write_json
 
 
 def obj(x1, y1, x2, y2, category="tree", category_id=3, W=100, H=80):
@@ -128,7 +128,7 @@ def _world(tmp_path):
 
 def test_mgrs_loader_objects_crops_and_bad_items(tmp_path):
     args = _world(tmp_path)
-    info = get_train_data(args, char_tokenizer, 32, crops=True, objects=True)
+    info = get_train_data(with_views(args, crops=True, objects=True), char_tokenizer, 32)
     assert info.num_batches == 3 and info.num_samples == 6
     seen, skipped, rows = [], 0, {}
     for batch in info.dataloader:
@@ -159,13 +159,13 @@ def test_mgrs_loader_is_independent_of_worker_count(tmp_path):
     args = _world(tmp_path)
     batches = []
     for workers in (0, 2):
-        info = get_train_data(make_args(**{**vars(args), "workers": workers}), char_tokenizer, 32,
-                              crops=True, objects=True, epoch=3)
+        info = get_train_data(with_views(args, workers=workers, crops=True, objects=True), char_tokenizer, 32,
+                              epoch=3)
         batches.append(list(info.dataloader))
     for a, b in zip(*batches):
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     # the same epoch reached by set_epoch on a loader built at epoch 0 (persistent workers too)
-    info = get_train_data(make_args(**{**vars(args), "workers": 2}), char_tokenizer, 32, crops=True, objects=True)
+    info = get_train_data(with_views(args, workers=2, crops=True, objects=True), char_tokenizer, 32)
     list(info.dataloader)
     info.set_epoch(3)
     for a, b in zip(batches[0], info.dataloader):

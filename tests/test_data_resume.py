@@ -14,7 +14,7 @@ from farslip.data import rs5m
 from farslip.data.rs5m import POSITION_KEY, StreamStart
 from farslip.data.train_data import get_train_data
 
-from ._data_utils import char_tokenizer, make_args, write_shards
+from ._data_utils import char_tokenizer, make_args, with_views, write_shards
 from ._train_utils import write_mgrs
 
 # 22 samples in batches of 2: 11 batches, over 2 workers 6 + 5 (uneven), more than one pass
@@ -32,7 +32,7 @@ def shards(tmp_path_factory):
 def stream(spec: str, workers: int, epoch: int = 0, resampled: bool = False):
     args = make_args(train_data=spec, train_num_samples=NUM_SAMPLES, batch_size=BATCH, workers=workers,
                      dataset_resampled=resampled)
-    return get_train_data(args, char_tokenizer, 32, crops=True, objects=False, epoch=epoch)
+    return get_train_data(with_views(args, crops=True, objects=False), char_tokenizer, 32, epoch=epoch)
 
 
 def positions(batches: list[dict], workers: int) -> list[tuple[int, int]]:
@@ -107,7 +107,7 @@ def test_mgrs_sampler_starts_at_its_offset(tmp_path, workers):
                      batch_size=2, workers=workers)
 
     def loader():
-        return get_train_data(args, char_tokenizer, 32, crops=True, objects=True, epoch=2)
+        return get_train_data(with_views(args, crops=True, objects=True), char_tokenizer, 32, epoch=2)
 
     full = list(loader().dataloader)
     assert len(full) == 5

@@ -10,16 +10,17 @@ from farslip.data.image_files import DataError
 from farslip.data.rs5m import expand_shards
 from farslip.data.train_data import get_train_data
 
-from ._data_utils import char_tokenizer, decode_text, make_args, write_shard, write_shards
+from ._data_utils import char_tokenizer, decode_text, make_args, with_views, write_shard, write_shards
 
 
 def keys_of(info) -> list[str]:
     return [decode_text(t).split()[-1] for batch in info.dataloader for t in batch["text"]]
 
 
-def loader(folder, **kwargs):
+def loader(folder, *, seed=0, rank=0, world_size=1, **kwargs):
     args = make_args(train_data=os.path.join(folder, "shard-{0000..0003}.tar"), **kwargs)
-    return get_train_data(args, char_tokenizer, 32, crops=True, objects=False)
+    return get_train_data(with_views(args, crops=True, objects=False), char_tokenizer, 32, seed=seed, rank=rank,
+                          world_size=world_size)
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +82,7 @@ def test_order_is_deterministic_per_seed_and_epoch(shards):
     assert order0 != order1 and sorted(order0) == sorted(order1)
     # a run resumed at epoch 1 builds its loader with epoch=1: it must see epoch 1's order
     args = make_args(train_data=os.path.join(folder, "shard-{0000..0003}.tar"), train_num_samples=24, batch_size=3)
-    assert keys_of(get_train_data(args, char_tokenizer, 32, crops=True, objects=False, epoch=1)) == order1
+    assert keys_of(get_train_data(with_views(args, crops=True, objects=False), char_tokenizer, 32, epoch=1)) == order1
     assert keys_of(loader(folder, train_num_samples=24, batch_size=3, seed=1)) != order0
 
 
@@ -97,7 +98,7 @@ def test_corrupt_jpeg_and_missing_caption_are_skipped_and_counted(tmp_path):
     write_shard(str(tmp_path / "faulty-0000.tar"), keys, corrupt={"k1"}, truncated={"k6"}, no_caption={"k4"})
     # 6 samples = one full pass over the 4 good ones (every bad one met) and 2 of the next pass
     args = make_args(train_data=str(tmp_path / "faulty-0000.tar"), train_num_samples=6, batch_size=2)
-    info = get_train_data(args, char_tokenizer, 32, crops=True, objects=False)
+    info = get_train_data(with_views(args, crops=True, objects=False), char_tokenizer, 32)
     batches = list(info.dataloader)
     assert [b["image"].shape[0] for b in batches] == [2, 2, 2]  # the rest of each batch is intact
     assert 3 <= sum(int(b["skipped"]) for b in batches) <= 6
@@ -113,14 +114,14 @@ def test_unreadable_data_and_bad_settings_fail_clearly(tmp_path, shards):
         loader(folder, train_num_samples=8, world_size=4, workers=2)
     args = make_args(train_data=str(tmp_path / "nothing-{0..1}.tar"), train_num_samples=4)
     with pytest.raises(DataError, match=r"2 of 2 shard\(s\) do not exist, e\.g\. .*nothing-0\.tar"):
-        get_train_data(args, char_tokenizer, 32, crops=False, objects=False)
+        get_train_data(with_views(args, crops=False, objects=False), char_tokenizer, 32)
     for i in range(2):  # shards that exist but are not tar files
         (tmp_path / f"garbage-{i}.tar").write_bytes(b"not a tar file at all" * 40)
     args = make_args(train_data=str(tmp_path / "garbage-{0..1}.tar"), train_num_samples=4)
     with pytest.raises(DataError, match=r"no sample could be read from the 2 shards .*garbage-"):
-        next(iter(get_train_data(args, char_tokenizer, 32, crops=False, objects=False).dataloader))
+        next(iter(get_train_data(with_views(args, crops=False, objects=False), char_tokenizer, 32).dataloader))
     with pytest.raises(ValueError, match="object views"):
-        get_train_data(make_args(train_data=folder, train_num_samples=4), char_tokenizer, 32, crops=False, objects=True)
+        get_train_data(with_views(make_args(train_data=folder, train_num_samples=4), crops=False, objects=True), char_tokenizer, 32)
     with pytest.raises(ValueError, match="local-method"):
         loader(folder, train_num_samples=4, local_method="objects")
 
@@ -133,5 +134,5 @@ def test_persistent_workers_follow_set_epoch(shards):
     epoch1 = keys_of(info)
     args = make_args(train_data=os.path.join(folder, "shard-{0000..0003}.tar"), train_num_samples=24, batch_size=3,
                      workers=2)
-    assert epoch1 == keys_of(get_train_data(args, char_tokenizer, 32, crops=True, objects=False, epoch=1))
+    assert epoch1 == keys_of(get_train_data(with_views(args, crops=True, objects=False), char_tokenizer, 32, epoch=1))
     assert epoch0 != epoch1

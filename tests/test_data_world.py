@@ -9,7 +9,7 @@ import farslip
 from farslip.synth import write_world
 from farslip.data.train_data import get_train_data, get_val_data
 
-from ._data_utils import make_args
+from ._data_utils import make_args, with_views
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def tokenizer():
 def test_rs5m_world_epoch_covers_every_sample_with_two_workers(world, tokenizer):
     n = world["counts"]["rs5m_train"]
     args = make_args(train_data=world["rs5m_train"], train_num_samples=n, batch_size=4, workers=2)
-    info = get_train_data(args, tokenizer, 32, crops=True, objects=False)
+    info = get_train_data(with_views(args, crops=True, objects=False), tokenizer, 32)
     batches = list(info.dataloader)
     assert len(batches) == info.num_batches == n // 4
     assert all(b["text"].shape == (4, 77) for b in batches)
@@ -36,7 +36,7 @@ def test_rs5m_world_epoch_covers_every_sample_with_two_workers(world, tokenizer)
 def test_rs5m_world_faulty_shard_is_skipped_and_counted(world, tokenizer):
     # the faulty shard has 4 samples, 2 of them bad: 3 good samples need one full pass
     args = make_args(train_data=world["rs5m_faulty"], train_num_samples=3, batch_size=1)
-    batches = list(get_train_data(args, tokenizer, 32, crops=True, objects=False).dataloader)
+    batches = list(get_train_data(with_views(args, crops=True, objects=False), tokenizer, 32).dataloader)
     assert len(batches) == 3 and all(b["image"].shape[0] == 1 for b in batches)
     assert sum(int(b["skipped"]) for b in batches) >= 2
 
@@ -44,7 +44,7 @@ def test_rs5m_world_faulty_shard_is_skipped_and_counted(world, tokenizer):
 def test_mgrs_world_missing_image_and_objectless_item(world, tokenizer):
     args = make_args(train_data=world["mgrs_faulty_json"], root_train_img_dir=world["mgrs_faulty_images"],
                      train_dataset_type="json", method="farslip2", batch_size=1)
-    batches = list(get_train_data(args, tokenizer, 32, crops=True, objects=True).dataloader)
+    batches = list(get_train_data(with_views(args, crops=True, objects=True), tokenizer, 32).dataloader)
     assert len(batches) == 4 and sum(int(b["skipped"]) for b in batches) == 1
     counts = [int(b["obj_valid"].sum()) for b in batches]
     assert 0 in counts and max(counts) > 0  # the object-less item still gives its global pair
@@ -55,7 +55,7 @@ def test_mgrs_world_and_val_csv(world, tokenizer):
     args = make_args(train_data=world["mgrs_json"], root_train_img_dir=world["mgrs_images"],
                      train_dataset_type="json", method="farslip2", batch_size=4,
                      val_data=world["skyscript_val_csv"], root_val_img_dir=world["benchmarks"])
-    info = get_train_data(args, tokenizer, 32, crops=False, objects=True)
+    info = get_train_data(with_views(args, crops=False, objects=True), tokenizer, 32)
     batches = list(info.dataloader)
     assert len(batches) == info.num_batches == world["counts"]["mgrs"] // 4
     assert sum(int(b["obj_valid"].sum()) for b in batches) > len(batches)  # most scenes have usable objects
@@ -66,7 +66,7 @@ def test_mgrs_world_and_val_csv(world, tokenizer):
 
 
 def test_data_bench_runs_on_the_world(world, tmp_path, capsys):
-    from farslip.data.bench import main
+    from benchmarks.data import main
 
     out = tmp_path / "data.json"
     assert main(["--world", world["root"], "--workers", "0", "--batches", "2", "--image-size", "32",

@@ -101,7 +101,7 @@ def test_pretrained_none_everywhere(bench, image, tmp_path, capsys):
     # the trainer's parser hands 'none' on unchanged (create_model reads it)
     from farslip.train.args import parse_args
     assert parse_args(["--train-data", "x.tar", "--pretrained", "none", "--model", "ViT-Tiny-8", "--use-imagecrop-aug",
-                       "--train-num-samples", "8"]).pretrained == "none"
+                       "--train-num-samples", "8"]).model.pretrained == "none"
 
 
 def test_loading_a_file_logs_no_random_init_warning(tmp_path, caplog):

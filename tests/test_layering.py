@@ -2,7 +2,8 @@
 
 The layers of ``src/farslip``, bottom to top (README, "Layout"):
 
-1. **base**: ``farslip.version``, ``farslip.atomic`` (the one atomic-write helper),
+1. **base**: ``farslip.version``, ``farslip.atomic`` (the one atomic-write helper), ``farslip.config``
+   (the typed settings of a training run),
    ``farslip.transforms`` (the recipe's image transforms), ``farslip.losses``;
 2. **models**: ``farslip.models`` and the public API ``farslip`` (its ``__init__`` re-exports it);
 3. **command-line plumbing**: ``farslip.cli`` and ``farslip.errors`` (the help formatter, the model / device flags, how a
@@ -12,8 +13,8 @@ The layers of ``src/farslip``, bottom to top (README, "Layout"):
    reports) and ``farslip.train``;
 6. **tools** (not library code; nothing below imports them): the synthetic world
    ``farslip.synth``, the apps, the demo, the evaluation's command line (``farslip.eval.cli``,
-   ``farslip.eval.seed``, ``python -m farslip.eval``), the ``__main__`` shims and every benchmark
-   module (``bench``, ``bench_*``).
+   ``farslip.eval.seed``, ``python -m farslip.eval``) and the ``__main__`` shims. The
+   benchmarks are not in the package at all: ``benchmarks/`` at the checkout's root.
 
 Layers 1-5 are the core. A module may import its own layer and the layers below; in particular
 the model layer never imports the data layer, and the core never imports a tool.
@@ -31,10 +32,9 @@ import textwrap
 from tests._imports import PACKAGE, ROOT, cycles, describe, import_graph, module_files
 
 # (layer, module prefixes); a module belongs to the layer of its longest matching prefix (``farslip``
-# itself matches only the package's __init__), except that every benchmark module (``bench``,
-# ``bench_*``) is a tool.
+# itself matches only the package's __init__).
 LAYERS = [
-    ("base", ["farslip.version", "farslip.atomic", "farslip.transforms", "farslip.losses"]),
+    ("base", ["farslip.version", "farslip.atomic", "farslip.config", "farslip.transforms", "farslip.losses"]),
     ("models", ["farslip", "farslip.models"]),
     ("command-line plumbing", ["farslip.cli", "farslip.errors"]),
     ("data", ["farslip.data"]),
@@ -46,9 +46,6 @@ TOOLS = len(LAYERS) - 1
 
 
 def layer_of(module: str) -> int:
-    last = module.rsplit(".", 1)[-1]
-    if last == "bench" or last.startswith("bench_"):
-        return TOOLS
     best, rank = -1, None
     for index, (_, prefixes) in enumerate(LAYERS):
         for prefix in prefixes:
@@ -116,7 +113,33 @@ def test_every_module_is_in_a_layer():
             unplaced.append(str(err))
     assert not unplaced, "\n".join(unplaced)
     assert layer_of("farslip.models.factory") < layer_of("farslip.data.rs5m") < layer_of("farslip.eval.metrics")
-    assert layer_of("farslip.eval.bench") == layer_of("farslip.synth.world") == layer_of("farslip.train.bench_x") == TOOLS
+    assert layer_of("farslip.eval.cli") == layer_of("farslip.synth.world") == layer_of("farslip.demo") == TOOLS
+
+
+def test_benchmarks_live_in_one_place_outside_the_installed_library():
+    """``benchmarks/`` at the checkout's root (not under ``src/``, so ``pip install`` leaves it
+    out), one module per part of ``scripts/bench.py``; no benchmark module inside the package."""
+    import importlib.util
+
+    inside = [m for m in module_files() if "bench" in m.rsplit(".", 1)[-1]]
+    assert inside == []
+    folder = ROOT / "benchmarks"
+    assert sorted(p.stem for p in folder.glob("*.py")) == ["__init__", "data", "eval", "model", "train",
+                                                           "train_resume"]
+    spec = importlib.util.spec_from_file_location("bench_script", ROOT / "scripts" / "bench.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert sorted(script.PARTS.values()) == ["benchmarks.data", "benchmarks.eval", "benchmarks.model",
+                                             "benchmarks.train"]
+    # the library never imports them (they time it; it does not need them)
+    reverse = []
+    for module, path in module_files().items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            reverse += [f"{module}:{node.lineno}" for n in names if n.split(".")[0] == "benchmarks"]
+    assert reverse == []
+
 
 
 def test_no_import_cycles():

@@ -40,9 +40,9 @@ def test_trainer_checkpoints_record_plain_settings(trained):
     saved = torch.load(trained, map_location="cpu", weights_only=True)  # plain types only
     assert saved[SETTINGS_KEY] == {"arch": MODEL, "quick_gelu": True, "context_length": 248,
                                    "image_size": [32, 32], "farslip_version": farslip.__version__}
-    args = saved["train_args"]
-    assert args["model"] == MODEL and args["force_quick_gelu"] is True and args["lr"] == 1e-3
-    assert args["loss_type"] == ["global_itc", "distill", "local_itc"]
+    cfg = saved["train_config"]
+    assert cfg["model"]["model"] == MODEL and cfg["model"]["force_quick_gelu"] is True
+    assert cfg["optim"]["lr"] == 1e-3 and cfg["method"]["loss_type"] == ["global_itc", "distill", "local_itc"]
     assert read_settings(trained) == saved[SETTINGS_KEY]
 
 
@@ -63,10 +63,10 @@ def test_the_trainer_reads_the_record(trained, tmp_path):
     js, imgs = write_mgrs(tmp_path / "mgrs", items=4)
     args = parse_args(["--train-data", js, "--root-train-img-dir", imgs, "--method", "farslip2",
                        "--pretrained", str(trained)])
-    assert args.model == MODEL and args.force_quick_gelu is None  # read from the file
+    assert args.model.model == MODEL and args.model.force_quick_gelu is None  # read from the file
     default = parse_args(["--train-data", js, "--root-train-img-dir", imgs, "--method", "farslip2",
                           "--pretrained", "none"])
-    assert default.model == "ViT-B-16"
+    assert default.model.model == "ViT-B-16"
     flags = [f for f in stage2_flags(tmp_path, js, imgs, "from") if f != MODEL and f != "--model"]
     assert train_main.main(flags + ["--pretrained", str(trained)]) == 0
     out = torch.load(tmp_path / "logs" / "from" / "checkpoints" / "epoch_1.pt", weights_only=True)

@@ -133,20 +133,25 @@ def test_rng_state_round_trip_through_a_weights_only_file(tmp_path):
 
 
 def test_layout_problems_name_every_difference():
-    import argparse
+    from types import SimpleNamespace
 
+    from farslip.config import World
     from farslip.train import resume
 
-    args = argparse.Namespace(world_size=2, batch_size=10, seed=0, rank=1)
-    stream = argparse.Namespace(stream_workers=4, num_batches=100)
+    from ._train_utils import make_args
+
+    cfg = make_args("--batch-size", "10", "--method", "vanilla", data="x.tar")
+    world = World(rank=1, world_size=2)
+    stream = SimpleNamespace(stream_workers=4, num_batches=100)  # the two fields of a DataInfo read
     position = resume.DataPosition(3, 7, {0: (20, 2), 2: (21, 2)})
-    state = resume.position_state(position, args, stream, [[[1, 1]] * 4, position.stream_list(4)])
+    state = resume.position_state(position, cfg, world, stream, [[[1, 1]] * 4, position.stream_list(4)])
     assert state["streams"][1] == [[20, 2], [0, 0], [21, 2], [0, 0]]
-    assert resume.layout_problems(state, args, stream) == []
-    other = argparse.Namespace(world_size=1, batch_size=10, seed=0, rank=0)
-    fewer = argparse.Namespace(stream_workers=2, num_batches=100)
-    assert resume.layout_problems(state, other, fewer) == [
+    assert resume.layout_problems(state, cfg, world, stream) == []
+    fewer = SimpleNamespace(stream_workers=2, num_batches=100)
+    assert resume.layout_problems(state, cfg, World(), fewer) == [
         "world_size 2 in the checkpoint, 1 in this run", "workers 4 in the checkpoint, 2 in this run"]
-    sampler = argparse.Namespace(stream_workers=0, num_batches=100)
+    assert resume.layout_problems(state, cfg.replace("run", seed=3), world, stream) == [
+        "seed 0 in the checkpoint, 3 in this run"]
+    sampler = SimpleNamespace(stream_workers=0, num_batches=100)
     assert "kind 'stream' in the checkpoint, 'sampler' in this run" in resume.layout_problems(
-        state, args, sampler)
+        state, cfg, world, sampler)

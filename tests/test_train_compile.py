@@ -15,9 +15,8 @@ from ._train_utils import make_args, make_batch
 def _losses(tmp: Path, mode: str, compiled: bool) -> list[float]:
     flags = ["--method", "farslip1", "--use-imagecrop-aug", "--distill-type", mode, "--lr", "1e-3"]
     args = make_args(*flags, *(["--torchcompile"] if compiled else []), data="x.tar")
-    args.rank, args.world_size, args.distributed, args.local_rank = 0, 1, False, 0
     torch.manual_seed(0)
-    trainer = Trainer(args, torch.device("cpu"), tmp)
+    trainer = Trainer(args, tmp)
     batch = make_batch(trainer.model, objects=False)
     return [trainer.train_step(batch)["loss"].item() for _ in range(2)]
 

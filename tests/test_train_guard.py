@@ -51,9 +51,8 @@ def poison(monkeypatch, *, at: int, term: str = "global_itc", kind: str = "loss"
 
 def _trainer(tmp_path, *flags, data="x.json"):
     args = make_args(*flags, data=data)
-    args.rank, args.world_size, args.distributed, args.local_rank = 0, 1, False, 0
     torch.manual_seed(0)
-    return Trainer(args, torch.device("cpu"), tmp_path)
+    return Trainer(args, tmp_path)
 
 
 def _expected_lr(step: int, *, lr: float, warmup: int, total: int) -> float:
@@ -263,7 +262,7 @@ def test_step_checkpoints_go_through_the_guard(tmp_path, monkeypatch):
     assert f"last good checkpoint: {ckpts / 'step_2.pt'}" in log
     saved = torch.load(ckpts / "step_2.pt", map_location="cpu", weights_only=True)
     assert saved["step"] == 2 and saved["model_settings"]["arch"] == MODEL
-    assert saved["train_args"]["save_every_n_steps"] == 1
+    assert saved["train_config"]["run"]["save_every_n_steps"] == 1
 
 
 def test_amp_skip_count_and_streak_survive_a_mid_epoch_resume(tmp_path, monkeypatch):

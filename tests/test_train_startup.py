@@ -51,7 +51,7 @@ def test_webdataset_with_negative_samples_is_not_taken_as_given(capsys):
     (["--report-to", "wandb,tensorboard"], ["wandb", "tensorboard"]),  # open_clip's spelling
 ])
 def test_report_to(flags, want):
-    assert parse_args(BASE + flags).report_to == want
+    assert parse_args(BASE + flags).run.report_to == tuple(want)
 
 
 def test_help_names_the_new_flags(capsys):

@@ -17,23 +17,18 @@ from farslip.train.teacher import Teacher
 from ._train_utils import make_args, make_batch, ref_clip, ref_distill, ref_mpcl, tiny_model
 
 
-def _single(args):
-    args.rank, args.world_size, args.distributed, args.local_rank = 0, 1, False, 0
-    return args
-
-
 def _trainer(tmp_path: Path, *flags: str, **kw) -> Trainer:
-    args = _single(make_args(*flags, **kw))
+    args = make_args(*flags, **kw)
     torch.manual_seed(0)
-    return Trainer(args, torch.device("cpu"), tmp_path)
+    return Trainer(args, tmp_path)
 
 
 def _terms(args, model, batch, teacher=None):
-    plan = make_plan(args)
+    plan = make_plan(args.method)
     feats = StudentFeatures(model, plan)(batch)
     targets = teacher.targets(batch, plan) if teacher is not None else None
     return compute_losses(plan, feats, batch, grid=model.visual.grid_size,
-                          weights={"w_g": args.w_g, "w_d": args.w_d, "w_l": args.w_l},
+                          weights={"w_g": args.method.w_g, "w_d": args.method.w_d, "w_l": args.method.w_l},
                           clip_loss=farslip.losses.global_itc_loss(), targets=targets)
 
 
@@ -144,7 +139,7 @@ def test_teacher_targets_equal_active_at_start_and_student_skips_crops(mode):
                      data="x.tar")
     model = tiny_model()
     batch = make_batch(model, objects=False)
-    plan = make_plan(args)
+    plan = make_plan(args.method)
     feats = StudentFeatures(model, plan)(batch)
     assert not any(k.startswith("distill_") for k in feats)  # the student never encodes crops
     teacher = Teacher(mode, model, plan)
@@ -160,7 +155,7 @@ def test_active_targets_carry_gradient():
     args = make_args("--method", "farslip1", "--use-imagecrop-aug", data="x.tar")
     model = tiny_model()
     batch = make_batch(model, objects=False)
-    feats = StudentFeatures(model, make_plan(args))(batch)
+    feats = StudentFeatures(model, make_plan(args.method))(batch)
     assert feats["distill_pooled"].requires_grad  # not detached: gradient flows to both sides
 
 
@@ -170,7 +165,7 @@ def test_region_texts_encoded_once():
     batch = make_batch(model, labels=(1, 1, 1, 2, 2))
     seen = []  # batch sizes entering the text tower
     handle = model.transformer.register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0].shape[0]))
-    StudentFeatures(model, make_plan(args))(batch)
+    StudentFeatures(model, make_plan(args.method))(batch)
     handle.remove()
     # captions (3 rows), then the region texts: 5 labelled rows holding 2 distinct texts
     assert seen == [3, 2]
@@ -184,7 +179,7 @@ def test_mpcl_only_encodes_labelled_object_crops(monkeypatch):
     original = model.encode_image
     monkeypatch.setattr(model, "encode_image", lambda x, **kw: (shapes.append(x.shape[0]),
                                                                  original(x, **kw))[1])
-    StudentFeatures(model, make_plan(args))(batch)
+    StudentFeatures(model, make_plan(args.method))(batch)
     assert shapes == [3, 2]  # global images, then only the 2 labelled object crops
 
 
@@ -212,7 +207,7 @@ def test_one_optimiser_step_of_each_option(tmp_path, flags):
         assert set(tr.teacher.state_dict()) == {k[len("visual."):] for k in before
                                                 if k.startswith("visual.")}
     if tr.teacher.mode == "ema":
-        m = tr.args.ema_momentum
+        m = tr.cfg.method.ema_momentum
         for k, v in tr.teacher.module.state_dict().items():
             want = m * before[f"visual.{k}"] + (1 - m) * tr.model.state_dict()[f"visual.{k}"]
             torch.testing.assert_close(v, want, rtol=1e-5, atol=1e-6)

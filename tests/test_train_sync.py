@@ -2,6 +2,8 @@
 to the step as it was (tests/_step_ref.py), and no read of tensor values inside the step."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -57,10 +59,10 @@ def _run(model, plan, batch, step, teacher=None):
 @pytest.mark.parametrize("flags,data", CASES, ids=[" ".join(f) for f, _ in CASES])
 def test_prepared_step_gives_the_old_losses_and_gradients_bit_for_bit(flags, data):
     args = make_args(*flags, data=data)
-    plan = make_plan(args)
+    plan = make_plan(args.method)
     model = tiny_model()
     batch = _batch(model, flags)
-    teacher = Teacher(args.distill_type, model, plan) if args.distill_type != "active" else None
+    teacher = Teacher.from_config(args.method, model, plan) if args.method.distill_type != "active" else None
     want = _run(model, plan, batch, "old", teacher)
     prepared = prepare_batch(batch, plan, model)
     assert prepared["prepared"] and prepared["text"].shape[1] < batch["text"].shape[1]  # trimmed
@@ -75,9 +77,8 @@ def test_prepared_step_gives_the_old_losses_and_gradients_bit_for_bit(flags, dat
 
 def _trainer(tmp_path, flags, data):
     args = make_args(*flags, "--lr", "1e-3", data=data)
-    args.rank, args.world_size, args.distributed, args.local_rank = 0, 1, False, 0
     torch.manual_seed(0)
-    return Trainer(args, torch.device("cpu"), tmp_path)
+    return Trainer(args, tmp_path)
 
 
 def _counted_step(trainer, batch) -> HostReads:
@@ -131,7 +132,7 @@ def test_prepare_refuses_a_batch_without_the_crops_a_loss_needs():
     labelled = (batch["obj_label"] >= 0).nonzero().squeeze(1)
     batch["obj"], batch["obj_rows"] = batch["obj"][labelled[:-1]], labelled[:-1]
     with pytest.raises(ValueError, match="does not hold"):
-        prepare_batch(batch, make_plan(args), model)
+        prepare_batch(batch, make_plan(args.method), model)
 
 
 @pytest.mark.parametrize("align,pixels", [("cls", "labelled"), ("roi", "none")])
@@ -142,15 +143,13 @@ def test_loader_leaves_out_unread_object_crops_and_the_losses_stay(tmp_path, ali
 
     js, imgs = write_mgrs(tmp_path / "mgrs", items=6)  # every image has a free-text object
     args = make_args("--method", "farslip2", "--local-itc-align", align, data=js, root=imgs)
-    args.rank, args.world_size = 0, 1
-    assert args.object_pixels == pixels
+    assert args.data.object_pixels == pixels
     model = tiny_model()
     tok = farslip.get_tokenizer(model)
     size = model.visual.image_size
 
     def first(object_pixels):
-        info = get_train_data(args, tok, size, crops=args.crops, objects=args.objects,
-                              object_pixels=object_pixels)
+        info = get_train_data(dataclasses.replace(args.data, object_pixels=object_pixels), tok, size)
         return next(iter(info.dataloader))
 
     full, lean = first("all"), first(pixels)
@@ -161,7 +160,7 @@ def test_loader_leaves_out_unread_object_crops_and_the_losses_stay(tmp_path, ali
     assert torch.equal(lean["obj"], full["obj"][kept])  # the crops it keeps are the same pixels
     for key in ("image", "crop", "obj_box", "obj_valid", "obj_label", "obj_text"):
         assert torch.equal(lean[key], full[key]), key
-    plan = make_plan(args)
+    plan = make_plan(args.method)
     clip = farslip.losses.global_itc_loss()
     terms = []
     for batch in (full, lean):
@@ -183,5 +182,5 @@ def test_loader_leaves_out_unread_object_crops_and_the_losses_stay(tmp_path, ali
     (("--loss-type", "global_itc", "distill"), "none"),
 ])
 def test_object_pixels_follow_the_losses(flags, pixels):
-    assert make_args("--method", "farslip2", *flags).object_pixels == pixels
+    assert make_args("--method", "farslip2", *flags).data.object_pixels == pixels
 

@@ -23,7 +23,6 @@ Training batches always hold ``batch_size`` images (bad samples are skipped and 
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 from dataclasses import dataclass
@@ -31,6 +30,8 @@ from typing import Callable, Optional, Union
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
+
+from farslip.config import DataConfig
 
 from .csv_data import check_files, image_root, read_pairs
 from .image_files import EpochTagged, ImageFileDataset, probe_images
@@ -146,131 +147,132 @@ def _loader_kwargs(workers: int, seed: int) -> dict:
     )
 
 
-def _crop_method(args: argparse.Namespace, crops: bool) -> Optional[str]:
-    if not crops:
+def _crop_method(data: DataConfig) -> Optional[str]:
+    if not data.crops:
         return None
-    if args.local_method not in CROP_METHODS:
-        raise ValueError(f"crop views need --local-method in {CROP_METHODS}, got {args.local_method!r}")
-    return args.local_method
+    if data.local_method not in CROP_METHODS:
+        raise ValueError(f"crop views need --local-method in {CROP_METHODS}, got {data.local_method!r}")
+    return data.local_method
 
 
-def _webdataset(args: argparse.Namespace, views: ViewMaker, collate: Collate, epoch: int) -> DataInfo:
-    if not args.train_num_samples:
+def _webdataset(data: DataConfig, views: ViewMaker, collate: Collate, epoch: int, seed: int,
+                rank: int, world_size: int) -> DataInfo:
+    if not data.train_num_samples:
         raise ValueError("--train-num-samples is required for --train-dataset-type webdataset (no size file)")
-    urls = check_shards(expand_shards(args.train_data), args.train_data)
-    workers = max(args.workers, 1)
-    if not args.dataset_resampled and len(urls) < args.world_size * workers:
+    urls = check_shards(expand_shards(data.train_data), data.train_data)
+    workers = max(data.workers, 1)
+    if not data.dataset_resampled and len(urls) < world_size * workers:
         raise ValueError(
-            f"{len(urls)} shard(s) cannot be split over {args.world_size} rank(s) x {workers} worker(s): "
-            "use fewer --workers, more shards, or --dataset-resampled"
-        )
-    num_batches = math.ceil(args.train_num_samples / (args.batch_size * args.world_size))
+            f"{len(urls)} shard(s) cannot be split over {world_size} rank(s) x {workers} worker(s): "
+            "use fewer --workers, more shards, or --dataset-resampled")
+    num_batches = math.ceil(data.train_num_samples / (data.batch_size * world_size))
     shared_epoch = SharedEpoch(epoch)
     dataset = RS5MStream(
-        urls, views, collate, args.batch_size, num_batches, shared_epoch,
-        seed=args.seed, rank=args.rank, world_size=args.world_size, resampled=args.dataset_resampled,
+        urls, views, collate, data.batch_size, num_batches, shared_epoch,
+        seed=seed, rank=rank, world_size=world_size, resampled=data.dataset_resampled,
     )
-    loader = DataLoader(dataset, batch_size=None, **_loader_kwargs(args.workers, args.seed))
+    loader = DataLoader(dataset, batch_size=None, **_loader_kwargs(data.workers, seed))
     logger.info("train data: %d shard(s), %d batch(es) of %d per rank per epoch",
-                len(urls), num_batches, args.batch_size)
-    return DataInfo(loader, num_batches * args.batch_size * args.world_size, num_batches, shared_epoch=shared_epoch,
-                    batch_size=args.batch_size, stream_workers=workers)
+                len(urls), num_batches, data.batch_size)
+    return DataInfo(loader, num_batches * data.batch_size * world_size, num_batches, shared_epoch=shared_epoch,
+                    batch_size=data.batch_size, stream_workers=workers)
 
 
-def _file_dataset(args: argparse.Namespace, views: ViewMaker, collate: Collate, objects: bool, epoch: int) -> DataInfo:
-    if args.train_dataset_type == "json":
-        items = MgrsItems(args.train_data, args.max_boxes, args.min_size, args.max_size, objects=objects)
+def _file_dataset(data: DataConfig, views: ViewMaker, collate: Collate, epoch: int, seed: int,
+                  rank: int, world_size: int) -> DataInfo:
+    if data.train_dataset_type == "json":
+        items = MgrsItems(data.train_data, data.max_boxes, data.min_size, data.max_size, objects=data.objects)
     else:
-        items = read_pairs(args.train_data)
-    if args.train_num_samples:
-        logger.info("--train-num-samples is ignored for %s data: an epoch is one pass", args.train_dataset_type)
-    dataset = ImageFileDataset(items, image_root(args.train_data, args.root_train_img_dir), views, seed=args.seed)
-    probe_images(dataset, args.train_data)
+        items = read_pairs(data.train_data)
+    if data.train_num_samples:
+        logger.info("--train-num-samples is ignored for %s data: an epoch is one pass", data.train_dataset_type)
+    dataset = ImageFileDataset(items, image_root(data.train_data, data.root_train_img_dir), views, seed=seed)
+    probe_images(dataset, data.train_data)
     sampler = EpochTagged(
         DistributedSampler(
-            dataset, num_replicas=args.world_size, rank=args.rank, shuffle=True, seed=args.seed, drop_last=True
+            dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True
         )
     )
     sampler.set_epoch(epoch)
-    num_batches = len(sampler) // args.batch_size
+    num_batches = len(sampler) // data.batch_size
     if num_batches == 0:
         raise ValueError(
-            f"{args.train_data}: {len(dataset)} item(s) give no full batch of {args.batch_size} "
-            f"on {args.world_size} rank(s): "
+            f"{data.train_data}: {len(dataset)} item(s) give no full batch of {data.batch_size} "
+            f"on {world_size} rank(s): "
             + (f"lower --batch-size to at most {len(sampler)} (the items per rank)" if len(sampler)
                else f"use at most {len(dataset)} rank(s)")
         )
     loader = DataLoader(
-        dataset, batch_size=args.batch_size, sampler=sampler, drop_last=True, collate_fn=collate,
-        **_loader_kwargs(args.workers, args.seed),
+        dataset, batch_size=data.batch_size, sampler=sampler, drop_last=True, collate_fn=collate,
+        **_loader_kwargs(data.workers, seed),
     )
     logger.info("train data: %d item(s), %d batch(es) of %d per rank per epoch",
-                len(dataset), num_batches, args.batch_size)
-    return DataInfo(loader, num_batches * args.batch_size * args.world_size, num_batches, sampler=sampler,
-                    batch_size=args.batch_size)
+                len(dataset), num_batches, data.batch_size)
+    return DataInfo(loader, num_batches * data.batch_size * world_size, num_batches, sampler=sampler,
+                    batch_size=data.batch_size)
 
 
 def get_train_data(
-    args: argparse.Namespace,
+    data: DataConfig,
     tokenizer: Tokenizer,
     image_size: Union[int, tuple[int, int]],
     *,
-    crops: bool,
-    objects: bool,
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
     epoch: int = 0,
-    object_pixels: str = "all",
 ) -> DataInfo:
-    """The training loader for ``args.train_dataset_type`` with crop and/or object views as asked.
+    """The training loader of ``data`` (its format, views and batch size) for this rank.
 
-    ``image_size`` is the model's input size (an int or ``model.visual.image_size``'s (h, w)).
-    ``object_pixels`` (``all`` / ``labelled`` / ``none``) says which object crops to build (the
-    trainer passes what its losses read); ``args.view_resize`` (``torch`` / ``pil``, default
-    torch) the resize kernel of the views (see :mod:`farslip.data.pixels`).
+    ``image_size`` is the model's input size (an int or ``model.visual.image_size``'s (h, w));
+    ``data.crops`` / ``data.objects`` say which local views to build, ``data.object_pixels``
+    (``all`` / ``labelled`` / ``none``) which object crops (the trainer derives what its losses
+    read), ``data.view_resize`` the resize kernel and ``data.color_jitter`` the stage-2 jitter
+    (see :mod:`farslip.data.pixels`). ``seed`` fixes the order and every sample's draws.
     """
-    if args.train_dataset_type not in DATASET_TYPES:
-        raise ValueError(f"--train-dataset-type must be one of {DATASET_TYPES}, got {args.train_dataset_type!r}")
-    if objects and args.train_dataset_type != "json":
-        raise ValueError(f"object views need MGRS json data (--train-dataset-type json), not {args.train_dataset_type}")
-    if object_pixels not in OBJECT_PIXELS:
-        raise ValueError(f"object_pixels must be one of {OBJECT_PIXELS}, got {object_pixels!r}")
-    resize = getattr(args, "view_resize", "torch")
-    if resize not in RESIZES:
-        raise ValueError(f"--view-resize must be one of {RESIZES}, got {resize!r}")
-    jitter = args.train_dataset_type == "json"
-    if jitter:
+    if not isinstance(data, DataConfig):
+        raise TypeError(f"get_train_data takes a farslip.config.DataConfig, not {type(data).__name__}")
+    if data.train_dataset_type not in DATASET_TYPES:
+        raise ValueError(f"--train-dataset-type must be one of {DATASET_TYPES}, got {data.train_dataset_type!r}")
+    if data.objects and data.train_dataset_type != "json":
+        raise ValueError(f"object views need MGRS json data (--train-dataset-type json), not {data.train_dataset_type}")
+    if data.object_pixels not in OBJECT_PIXELS:
+        raise ValueError(f"object_pixels must be one of {OBJECT_PIXELS}, got {data.object_pixels!r}")
+    if data.view_resize not in RESIZES:
+        raise ValueError(f"--view-resize must be one of {RESIZES}, got {data.view_resize!r}")
+    if data.color_jitter:
         hue_tables()  # built once here, before the workers fork, so that they share it
     views = ViewMaker(
-        SquashViews(image_size, jitter=jitter, resize=resize),
-        crop_method=_crop_method(args, crops),
-        max_boxes=args.max_boxes,
-        object_pixels=object_pixels if objects else "all",
+        SquashViews(image_size, jitter=data.color_jitter, resize=data.view_resize),
+        crop_method=_crop_method(data),
+        max_boxes=data.max_boxes,
+        object_pixels=data.object_pixels if data.objects else "all",
     )
-    collate = Collate(tokenizer, args.max_boxes)
-    if args.train_dataset_type == "webdataset":
-        return _webdataset(args, views, collate, epoch)
-    return _file_dataset(args, views, collate, objects, epoch)
+    collate = Collate(tokenizer, data.max_boxes)
+    build = _webdataset if data.train_dataset_type == "webdataset" else _file_dataset
+    return build(data, views, collate, epoch, seed, rank, world_size)
 
 
 def get_val_data(
-    args: argparse.Namespace, image_size_or_preprocess: Union[int, tuple[int, int], Callable], tokenizer: Tokenizer
+    data: DataConfig, image_size_or_preprocess: Union[int, tuple[int, int], Callable], tokenizer: Tokenizer
 ) -> Optional[DataInfo]:
-    """The validation loader over ``args.val_data`` (a ``filepath,title`` CSV), or None without one.
+    """The validation loader over ``data.val_data`` (a ``filepath,title`` CSV), or None without one.
 
     Every image must exist (checked up front, naming the missing files); batches are
     ``{"image", "text", "skipped"}`` in CSV order with the evaluation transform.
     """
-    if not args.val_data:
+    if not data.val_data:
         return None
     if callable(image_size_or_preprocess):
         preprocess = image_size_or_preprocess
     else:
         preprocess = eval_transform(image_size_or_preprocess)
-    items = read_pairs(args.val_data)
-    root = image_root(args.val_data, args.root_val_img_dir)
-    check_files(items, root, args.val_data)
+    items = read_pairs(data.val_data)
+    root = image_root(data.val_data, data.root_val_img_dir)
+    check_files(items, root, data.val_data)
     dataset = ImageFileDataset(items, root, ViewMaker(preprocess), replace_bad=False)
     loader = DataLoader(
-        dataset, batch_size=args.batch_size, shuffle=False, collate_fn=Collate(tokenizer, args.max_boxes),
-        num_workers=args.workers, pin_memory=torch.cuda.is_available(),
+        dataset, batch_size=data.batch_size, shuffle=False, collate_fn=Collate(tokenizer, data.max_boxes),
+        num_workers=data.workers, pin_memory=torch.cuda.is_available(),
     )
     return DataInfo(loader, len(dataset), len(loader))

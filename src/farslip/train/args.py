@@ -13,14 +13,9 @@ import math
 import os
 
 from farslip.cli import HelpFormatter
+from farslip.config import LOSS_TYPES, METHOD_LOSSES, SECTIONS, TrainConfig
 from farslip.errors import DEVICE_HELP, add_debug_arg, resolve_device
 
-LOSS_TYPES = ("global_itc", "distill", "local_itc")
-METHOD_LOSSES = {
-    "farslip1": ["global_itc", "distill"],
-    "farslip2": ["global_itc", "distill", "local_itc"],
-    "vanilla": ["global_itc"],
-}
 PRECISIONS = ("amp", "amp_bf16", "amp_bfloat16", "fp32")
 from farslip.models.dense import LAST_ATTN_TYPES  # the dense variants are listed once, with their code
 REPORTERS = ("tensorboard", "wandb")
@@ -77,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--local-method", default="randomcrops",
                    choices=("randomcrops", "grids", "objects"),
                    help="local views: random crops, an MxK grid, or MGRS object boxes")
+    m.add_argument("--color-jitter", action=_BOOL, default=None,
+                   help="the stage-2 transform on every training view: colour jitter (brightness "
+                   "0.4, contrast 0.4, saturation 0.2, hue 0.1) with p 0.8, grayscale with p 0.2; "
+                   "default: on for --method farslip2 (the stage-2 recipe), off otherwise")
     m.add_argument("--max-boxes", type=int, default=4, help="local views per image (N)")
     m.add_argument("--min-size", type=int, default=64,
                    help="MGRS objects need area >= min_size^2 pixels")
@@ -329,15 +328,10 @@ def _resolve_model(a: argparse.Namespace) -> list[str]:
     return []
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    """Parse and validate; exit with status 2 and every problem listed if they contradict.
-
-    ``--model`` unset becomes the architecture a --pretrained checkpoint records, else
-    ViT-B-16. Adds the derived fields the data pipeline and the step read: ``crops`` (random-crop or
-    grid views are built), ``objects`` (MGRS object views and texts are built),
-    ``distill_views`` ("crops" or "objects": what distillation aligns) and ``object_pixels``
-    ("all", "labelled" or "none": which object crops some loss reads).
-    """
+def parse_namespace(argv: list[str]) -> argparse.Namespace:
+    """The flags, validated, as argparse leaves them (plus the derived fields); exit with
+    status 2 and every problem listed if they contradict. :func:`parse_args` turns this into
+    the :class:`~farslip.config.TrainConfig` the library takes."""
     parser = build_parser()
     a = parser.parse_args(argv)
     if a.loss_type is None:
@@ -362,6 +356,36 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         a.object_pixels = "labelled"
     else:
         a.object_pixels = "none"
+    if a.color_jitter is None:  # the stage-2 transform belongs to the stage-2 method
+        a.color_jitter = a.method == "farslip2"
     if a.keep_checkpoints is None:
         a.keep_checkpoints = 2
+    a.loss_type = tuple(a.loss_type)
+    a.report_to = tuple(a.report_to)
     return a  # --pretrained none goes to create_model as is (random weights, also for a named checkpoint)
+
+
+def config_from_namespace(a: argparse.Namespace) -> TrainConfig:
+    """The sections of validated flags (:func:`parse_namespace`); every field must be there."""
+    return TrainConfig(**{name: section(**{f: getattr(a, f) for f in section.__dataclass_fields__})
+                          for name, section in SECTIONS.items()})
+
+
+def parse_args(argv: list[str]) -> TrainConfig:
+    """Parse and validate the flags once; the run's :class:`~farslip.config.TrainConfig`.
+
+    ``--model`` unset becomes the architecture a --pretrained checkpoint records, else
+    ViT-B-16. The derived fields: ``data.crops`` (random-crop or grid views are built),
+    ``data.objects`` (MGRS object views and texts are built), ``data.object_pixels`` ("all",
+    "labelled" or "none": which object crops some loss reads), ``data.color_jitter`` (the
+    stage-2 transform; default by method) and ``method.distill_views`` ("crops" or "objects":
+    what distillation aligns).
+    """
+    return config_from_namespace(parse_namespace(argv))
+
+
+def flag_defaults() -> dict[str, object]:
+    """Every flag's default, by field name (for reading records that lack a later flag)."""
+    parser = build_parser()
+    return {action.dest: parser.get_default(action.dest) for action in parser._actions
+            if action.dest not in ("help",)}

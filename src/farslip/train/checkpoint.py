@@ -6,8 +6,9 @@ A checkpoint holds ``epoch`` (epochs completed), ``step`` (optimizer steps taken
 ``state_dict_teacher`` (the teacher's vision tower), ``skipped_total`` (bad samples skipped so
 far, all ranks), ``guard`` (the divergence guard's counters: GradScaler-skipped steps so far and
 each rank's current streak), the RNG states (``rng``: rank 0's; ``rng_ranks``: every rank's),
-``model_settings`` (what rebuilds the model: ``farslip.models.record``), ``train_args`` (the
-trainer's flags) and, in a step checkpoint written inside an epoch, ``position`` (where the data
+``model_settings`` (what rebuilds the model: ``farslip.models.record``), ``train_config`` (the
+run's :class:`~farslip.config.TrainConfig` as plain data, by section; :func:`train_config` reads
+it back, and also the flat ``train_args`` that checkpoints of earlier versions hold) and, in a step checkpoint written inside an epoch, ``position`` (where the data
 stands, see :mod:`farslip.train.resume`). Every field is a tensor, number, string or plain
 container, so :func:`load` reads it with ``torch.load(weights_only=True)``. A payload whose
 weights hold a NaN or inf is never written.
@@ -30,12 +31,15 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_write
+from ..config import TrainConfig
+from .args import flag_defaults
 from .guard import nonfinite_keys
 
 log = logging.getLogger(__name__)
 LATEST = "epoch_latest.pt"
 STEP_FILE = re.compile(r"step_(\d+)\.pt")
 EPOCH_FILE = re.compile(r"epoch_(\d+)\.pt")
+CONFIG_KEY, OLD_CONFIG_KEY = "train_config", "train_args"  # the run's settings (old: flat flags)
 WEIGHT_KEYS = ("state_dict", "state_dict_teacher")  # checked for NaN/inf before every write
 
 
@@ -54,18 +58,22 @@ def check_finite(obj: Any) -> None:
         raise NonFiniteCheckpoint(f"refusing to save non-finite weights: {', '.join(bad[:5])}{more}")
 
 
-def plain_args(args: Any) -> dict[str, Any]:
-    """The trainer's flags as plain data (str/int/float/bool/None and lists of them)."""
-    plain = (str, int, float, bool, type(None))
-    out = {}
-    for key, value in sorted(vars(args).items()):
-        if isinstance(value, os.PathLike):
-            value = os.fspath(value)
-        if isinstance(value, (list, tuple)) and all(isinstance(v, plain) for v in value):
-            value = list(value)
-        if isinstance(value, plain) or isinstance(value, list):
-            out[key] = value
-    return out
+def train_config(ckpt: dict[str, Any]) -> TrainConfig:
+    """The :class:`~farslip.config.TrainConfig` a loaded checkpoint records.
+
+    This version writes ``train_config`` (by section); earlier ones wrote ``train_args``, every
+    flag flat (plus derived and per-process fields, which are ignored). A flag added since then
+    takes its default, except ``color_jitter``, which then follows the earlier rule (on for MGRS
+    json data). A checkpoint with neither record raises ``ValueError``.
+    """
+    if isinstance(ckpt.get(CONFIG_KEY), dict):
+        return TrainConfig.from_record(ckpt[CONFIG_KEY])
+    old = ckpt.get(OLD_CONFIG_KEY)
+    if not isinstance(old, dict):
+        raise ValueError(f"the checkpoint records no training settings ({CONFIG_KEY} or {OLD_CONFIG_KEY})")
+    defaults = flag_defaults()
+    defaults["color_jitter"] = old.get("train_dataset_type") == "json"
+    return TrainConfig.from_record(old, defaults)
 
 
 def save_atomic(obj: Any, path: str | os.PathLike) -> None:

@@ -7,7 +7,6 @@ rendezvous), the schedule from ``open_clip_train.scheduler.cosine_lr`` and autoc
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from open_clip_train.distributed import (all_gather_object, broadcast_object,
-                                          init_distributed_device, is_master)
+                                          init_distributed_device_so, is_master)
 from open_clip_train.precision import get_autocast
 from open_clip_train.scheduler import cosine_lr
 from open_clip_train.train import get_clip_metrics
@@ -31,7 +30,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 import farslip
-from farslip.atomic import remove_stale_temps
+from farslip.atomic import atomic_write, remove_stale_temps
+from farslip.config import ModelConfig, TrainConfig, World
 from farslip.data.transforms import eval_transform, normalize_views
 from farslip.errors import EXIT_USER_ERROR, UserError, message, user_errors
 from farslip.models.longclip import FrozenRows, enable_long_text, is_long_text
@@ -80,10 +80,10 @@ def setup_logging(log_file: Optional[Path], master: bool) -> None:
     root.setLevel(logging.INFO if master else logging.WARNING)
 
 
-def default_name(args: argparse.Namespace) -> str:
-    model = args.model.replace("/", "-")
-    return (f"{time.strftime('%Y_%m_%d-%H_%M_%S')}-{model}-{args.method}-lr_{args.lr:g}"
-            f"-b_{args.batch_size}")
+def default_name(cfg: TrainConfig) -> str:
+    model = cfg.model.model.replace("/", "-")
+    return (f"{time.strftime('%Y_%m_%d-%H_%M_%S')}-{model}-{cfg.method.method}-lr_{cfg.optim.lr:g}"
+            f"-b_{cfg.data.batch_size}")
 
 
 def seed_everything(seed: int, rank: int) -> None:
@@ -106,42 +106,42 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     ]
 
 
-def build_model(args: argparse.Namespace, device: torch.device) -> nn.Module:
+def build_model(settings: ModelConfig, device: torch.device) -> nn.Module:
     """The student from ``--model``/``--pretrained`` (+ Long-CLIP text when asked)."""
     try:
-        model = farslip.create_model(args.model, pretrained=args.pretrained,
-                                     force_quick_gelu=args.force_quick_gelu,
-                                     long_text=args.long_text, device=device,
-                                     allow_unsafe=args.unsafe_load)
+        model = farslip.create_model(settings.model, pretrained=settings.pretrained,
+                                     force_quick_gelu=settings.force_quick_gelu,
+                                     long_text=settings.long_text, device=device,
+                                     allow_unsafe=settings.unsafe_load)
     except farslip.CheckpointNotAvailable as err:
-        raise SystemExit(f"farslip train: cannot load --pretrained {args.pretrained!r} for "
-                         f"{args.model}: {err}\n(offline? download the weights on a machine with "
+        raise SystemExit(f"farslip train: cannot load --pretrained {settings.pretrained!r} for "
+                         f"{settings.model}: {err}\n(offline? download the weights on a machine with "
                          "network access and pass the file path, or use --pretrained none)")
     except (farslip.CheckpointError, OSError, ValueError) as err:  # the message names the file
-        raise UserError(f"--pretrained {args.pretrained}: {err}") from err
-    if args.long_text and not is_long_text(model):
+        raise UserError(f"--pretrained {settings.pretrained}: {err}") from err
+    if settings.long_text and not is_long_text(model):
         enable_long_text(model)
-    if args.grad_checkpointing:
+    if settings.grad_checkpointing:
         model.set_grad_checkpointing(True)
     return model
 
 
-def report_writers(args: argparse.Namespace, run_dir: Path):
+def report_writers(cfg: TrainConfig, run_dir: Path):
     """TensorBoard / wandb loggers, only for what ``--report-to`` names (imports deferred)."""
     tb = wandb = None
-    if "tensorboard" in args.report_to:
+    if "tensorboard" in cfg.run.report_to:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as err:
             raise SystemExit("--report-to tensorboard needs the tensorboard package "
                              f"(pip install tensorboard): {err}")
         tb = SummaryWriter(str(run_dir / "tensorboard"))
-    if "wandb" in args.report_to:
+    if "wandb" in cfg.run.report_to:
         try:
             import wandb  # noqa: F811
         except ImportError as err:
             raise SystemExit(f"--report-to wandb needs the wandb package (pip install wandb): {err}")
-        wandb.init(project=args.wandb_project_name, name=args.name, config=vars(args),
+        wandb.init(project=cfg.run.wandb_project_name, name=cfg.run.name, config=cfg.record(),
                    dir=str(run_dir))
     return tb, wandb
 
@@ -151,59 +151,65 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
             for k, v in batch.items()}
 
 
-def all_reduce(values: torch.Tensor, args: argparse.Namespace, op=dist.ReduceOp.SUM) -> torch.Tensor:
-    if args.distributed:
+def all_reduce(values: torch.Tensor, world: World, op=dist.ReduceOp.SUM) -> torch.Tensor:
+    if world.distributed:
         dist.all_reduce(values, op=op)
     return values
 
 
-def gather(obj: Any, args: argparse.Namespace) -> list[Any]:
+def gather(obj: Any, world: World) -> list[Any]:
     """``obj`` of every rank, in rank order (a collective: every rank must call it)."""
-    return all_gather_object(args, obj) if args.distributed else [obj]
+    return all_gather_object(world, obj) if world.distributed else [obj]
 
 
 # --------------------------------------------------------------------------- the run
 class Trainer:
     """State of one run: model, student wrapper, teacher, optimiser, schedule, loggers."""
 
-    def __init__(self, args: argparse.Namespace, device: torch.device, run_dir: Path):
-        self.args, self.device, self.run_dir = args, device, run_dir
-        self.plan = make_plan(args)
-        self.model = build_model(args, device)
+    def __init__(self, cfg: TrainConfig, run_dir: Path, world: Optional[World] = None):
+        if not isinstance(cfg, TrainConfig):
+            raise TypeError(f"Trainer takes a farslip.config.TrainConfig (farslip.train.args.parse_args "
+                            f"builds one), not {type(cfg).__name__}")
+        self.cfg, self.run_dir = cfg, run_dir
+        self.world = world = world if world is not None else World(device=cfg.run.device)
+        self.device = device = torch.device(world.device)
+        method, optim = cfg.method, cfg.optim
+        self.plan = make_plan(method)
+        self.model = build_model(cfg.model, device)
         self.grid = self.model.visual.grid_size
-        self.teacher = Teacher(args.distill_type, self.model, self.plan, args.ema_momentum)
+        self.teacher = Teacher.from_config(method, self.model, self.plan)
         # torch's choice of update: multi-tensor (foreach) on CUDA, the per-parameter loop on a
         # CPU, where foreach measured no faster (`scripts/bench.py train optimizer`)
-        self.optimizer = torch.optim.AdamW(param_groups(self.model, args.wd), lr=args.lr,
-                                           betas=(args.beta1, args.beta2), eps=args.eps)
-        self.scaler = torch.amp.GradScaler(device.type) if args.precision == "amp" else None
-        if args.precision == "amp" and device.type == "cpu":
+        self.optimizer = torch.optim.AdamW(param_groups(self.model, optim.wd), lr=optim.lr,
+                                           betas=(optim.beta1, optim.beta2), eps=optim.eps)
+        self.scaler = torch.amp.GradScaler(device.type) if optim.precision == "amp" else None
+        if optim.precision == "amp" and device.type == "cpu":
             log.warning("--precision amp (the recipe's default, float16 autocast) is about 10x slower than fp32 "
                         "on a CPU; pass --precision fp32 (or amp_bf16) for CPU runs")
-        self.autocast = get_autocast(args.precision, device_type=device.type)
+        self.autocast = get_autocast(optim.precision, device_type=device.type)
         self.clip_loss = global_itc_loss(
-            local_loss=args.local_loss, gather_with_grad=args.gather_with_grad,
-            rank=args.rank, world_size=args.world_size)
-        self.weights = {"w_g": args.w_g, "w_d": args.w_d, "w_l": args.w_l}
+            local_loss=method.local_loss, gather_with_grad=method.gather_with_grad,
+            rank=world.rank, world_size=world.world_size)
+        self.weights = {"w_g": method.w_g, "w_d": method.w_d, "w_l": method.w_l}
         self.start_epoch, self.step, self.skipped_total = 0, 0, 0
         self.resume_path: Optional[Path] = None
         self.resume_state: Optional[dict[str, Any]] = None  # data position of a mid-epoch checkpoint
         self.position: Optional[resume.DataPosition] = None  # where the next epoch begins
         self.last_checkpoint: Optional[Path] = None  # the newest checkpoint known to be good
-        self.terms = [n for n in ("global_itc", "distill", "local_itc") if n in args.loss_type]
+        self.terms = [n for n in ("global_itc", "distill", "local_itc") if n in method.loss_type]
         self.divergence = DivergenceGuard(
             [*self.terms, "loss"], device, scaler=self.scaler is not None,
-            max_skipped=args.max_skipped_steps, grads_every=args.check_grads_every,
-            reduce=lambda t, op: all_reduce(t, args, op))
+            max_skipped=optim.max_skipped_steps, grads_every=optim.check_grads_every,
+            reduce=lambda t, op: all_reduce(t, world, op))
         self._resume()
         self.guard = FrozenRows(self.model) if is_long_text(self.model) else None
         student: nn.Module = StudentFeatures(self.model, self.plan)
-        if args.distributed:
+        if world.distributed:
             # every parameter is used whenever the global ITC runs; otherwise let DDP look
             student = DistributedDataParallel(
                 student, device_ids=[device] if device.type == "cuda" else None,
                 find_unused_parameters=not self.plan.global_itc)
-        if args.torchcompile:
+        if cfg.model.torchcompile:
             student = torch.compile(student)
             if self.teacher.encoder is not None:
                 self.teacher.encoder = torch.compile(self.teacher.encoder)
@@ -216,36 +222,36 @@ class Trainer:
         return prepare_batch(batch, self.plan, self.model)
 
     def _resume(self) -> None:
-        args = self.args
-        if args.resume is None:
+        resume_from, world = self.cfg.run.resume, self.world
+        if resume_from is None:
             return
         path = None
         try:
-            if is_master(args):
-                path = checkpoint.resolve(args.resume, self.run_dir / "checkpoints")
-            if args.distributed:  # every rank loads the file rank 0 chose
-                path = broadcast_object(args, path)
+            if is_master(world):
+                path = checkpoint.resolve(resume_from, self.run_dir / "checkpoints")
+            if world.distributed:  # every rank loads the file rank 0 chose
+                path = broadcast_object(world, path)
             if path is None:
                 log.info("--resume latest: no checkpoint in %s yet; starting fresh", self.run_dir)
                 return
             ckpt = checkpoint.load(path)
         except (farslip.CheckpointError, ValueError) as err:  # the message names the file
-            raise UserError(f"--resume {args.resume}: {err}") from err
+            raise UserError(f"--resume {resume_from}: {err}") from err
         farslip.load_checkpoint(self.model, ckpt["state_dict"], name=f"--resume {path}")
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         self.teacher.load_state_dict(ckpt.get("state_dict_teacher"))
         ranks = ckpt.get("rng_ranks")
-        same_world = ranks is not None and len(ranks) == args.world_size
-        checkpoint.set_rng_state(ranks[args.rank] if same_world else ckpt.get("rng"))
+        same_world = ranks is not None and len(ranks) == world.world_size
+        checkpoint.set_rng_state(ranks[world.rank] if same_world else ckpt.get("rng"))
         self.start_epoch, self.step = int(ckpt["epoch"]), int(ckpt["step"])
         self.skipped_total = int(ckpt.get("skipped_total", 0))
         guard = ckpt.get("guard") or {}
         streaks = guard.get("streaks")
         self.divergence.load_state_dict({
             "skipped_total": int(guard.get("skipped_total", 0)),
-            "streak": int(streaks[args.rank]) if same_world and streaks else 0})
+            "streak": int(streaks[world.rank]) if same_world and streaks else 0})
         self.last_checkpoint = path
         self.resume_path, self.resume_state = path, ckpt.get("position")
         where = (f"after batch {self.resume_state['batches']} of epoch {self.start_epoch}"
@@ -257,14 +263,14 @@ class Trainer:
         state = self.resume_state
         if state is None:
             return
-        problems = resume.layout_problems(state, self.args, data)
+        problems = resume.layout_problems(state, self.cfg, self.world, data)
         if problems:
             raise SystemExit(
                 f"farslip train: --resume {self.resume_path} was written inside epoch {state['epoch']} "
                 f"(after batch {state['batches']}) and continues exactly only with the same data layout: "
                 f"{'; '.join(problems)}.\nRun with the settings of the checkpoint, or resume from an "
                 "epoch-end checkpoint (epoch_latest.pt, epoch_N.pt), which starts the next epoch.")
-        self.position = resume.restore(state, self.args, data)
+        self.position = resume.restore(state, self.world, data)
         if data.stream_workers:
             taken = [t for t, _ in self.position.streams.values()]
             log.info("data position restored: each worker of this rank passes over %s raw sample(s) "
@@ -274,7 +280,7 @@ class Trainer:
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """One optimiser step on a device batch (best from :meth:`prepare`: then no part of
         the step reads tensor values on the host); uint8 views are normalised here."""
-        args, phase = self.args, self.phase
+        method, phase = self.cfg.method, self.phase
         with phase("data"):
             batch = normalize_views(batch)
         with self.autocast():
@@ -284,18 +290,19 @@ class Trainer:
                 feats = self.student(batch)
                 terms = compute_losses(self.plan, feats, batch, grid=self.grid,
                                        weights=self.weights, clip_loss=self.clip_loss,
-                                       targets=targets, gather_with_grad=args.gather_with_grad,
-                                       rank=args.rank, world_size=args.world_size)
+                                       targets=targets, gather_with_grad=method.gather_with_grad,
+                                       rank=self.world.rank, world_size=self.world.world_size)
         loss = terms["loss"]
         step, lr = self.step + 1, self.optimizer.param_groups[0]["lr"]
         with phase("backward"):
             self.optimizer.zero_grad(set_to_none=True)
             (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+        clip = self.cfg.optim.grad_clip_norm
         with phase("optimizer"):  # with the divergence guard's on-device bookkeeping
             if self.scaler is not None:
-                if args.grad_clip_norm is not None:
+                if clip is not None:
                     self.scaler.unscale_(self.optimizer)
-                    nn.utils.clip_grad_norm_(self.model.parameters(), args.grad_clip_norm)
+                    nn.utils.clip_grad_norm_(self.model.parameters(), clip)
                 self.divergence.observe(step, terms, None, self.model.logit_scale, lr)
                 # a skipped step lowers the scale; compare on the device (get_scale() would sync)
                 scale = self.scaler._scale.clone()
@@ -304,8 +311,8 @@ class Trainer:
                 self.divergence.observe_skip(step, self.scaler._scale < scale)
             else:
                 grad_norm = None
-                if args.grad_clip_norm is not None:
-                    grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), args.grad_clip_norm)
+                if clip is not None:
+                    grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), clip)
                 elif self.divergence.grads_due(step):
                     grad_norm = nn.utils.get_total_norm(
                         [p.grad for p in self.model.parameters() if p.grad is not None])
@@ -330,17 +337,17 @@ class Trainer:
     def _step_checkpoint_due(self, done: int, num_batches: int) -> bool:
         """Every ``--save-every-n-steps`` global steps, except at an epoch's last batch (the epoch
         checkpoint follows). The same answer on every rank."""
-        every = self.args.save_every_n_steps
+        every = self.cfg.run.save_every_n_steps
         return every > 0 and self.step % every == 0 and done < num_batches
 
     def train_epoch(self, data, epoch: int, scheduler, tb=None, wandb=None) -> None:
-        args = self.args
+        log_every = self.cfg.run.log_every_n_steps
         self.student.train()
         data.set_epoch(epoch)
         num_batches = data.num_batches
         position = self._epoch_position(epoch)
         names = [n for n in ("loss", "global_itc", "distill", "local_itc")
-                 if n == "loss" or n in args.loss_type]
+                 if n == "loss" or n in self.cfg.method.loss_type]
         if "local_itc" in names:
             names.append("local_rows")  # region rows per step (0 rows -> the term is 0)
         # running sums stay on the device (no per-step sync); the last slot counts bad samples
@@ -364,7 +371,7 @@ class Trainer:
             sums[-1] += skipped
             save_now = self._step_checkpoint_due(i + 1, num_batches)
             # a step checkpoint logs its interval first, so skipped_total is complete in it
-            if (i + 1) % args.log_every_n_steps == 0 or i + 1 == num_batches or save_now:
+            if (i + 1) % log_every == 0 or i + 1 == num_batches or save_now:
                 self._log(epoch, i + 1, num_batches, names, sums, seen,
                           time.perf_counter() - t0, lr, tb, wandb)
                 sums.zero_()
@@ -382,7 +389,7 @@ class Trainer:
         """One line per epoch: the MGRS objects of all ranks that were looked at and not kept, by reason."""
         from farslip.data.mgrs import DROP_REASONS
 
-        drops = all_reduce(drops.to(self.device), self.args).cpu().tolist()
+        drops = all_reduce(drops.to(self.device), self.world).cpu().tolist()
         parts = [f"{n} {reason}" for n, reason in zip(drops, DROP_REASONS) if n]
         log.info("epoch %d: MGRS boxes dropped: %s", epoch,
                  f"{sum(drops)} ({', '.join(parts)})" if parts else "none")
@@ -390,19 +397,19 @@ class Trainer:
     def _log(self, epoch, done, total, names, sums, steps, elapsed, lr, tb, wandb) -> None:
         """Log the interval's means; the divergence guard's slots ride on the same reduction
         (one host sync per interval) and a verdict to stop is raised after the line is logged."""
-        args = self.args
-        packed = all_reduce(torch.cat([sums, self.divergence.slots()]), self.args).cpu()
+        world = self.world
+        packed = all_reduce(torch.cat([sums, self.divergence.slots()]), world).cpu()
         sums, guard = packed[: len(sums)], packed[len(sums):]
         amp_skipped, verdict = self.divergence.judge(
-            guard, world_size=args.world_size, epoch=epoch, last_checkpoint=self.last_checkpoint)
+            guard, world_size=world.world_size, epoch=epoch, last_checkpoint=self.last_checkpoint)
         skipped = int(sums[-1])
         self.skipped_total += skipped
-        means = {n: float(sums[k]) / (steps * args.world_size) for k, n in enumerate(names)}
+        means = {n: float(sums[k]) / (steps * world.world_size) for k, n in enumerate(names)}
         stats = {
             **means,
             "lr": lr,
             "logit_scale": self.model.logit_scale.exp().item(),
-            "samples_per_s": steps * args.batch_size * args.world_size / max(elapsed, 1e-9),
+            "samples_per_s": steps * self.cfg.data.batch_size * world.world_size / max(elapsed, 1e-9),
             "skipped": skipped,
             "skipped_total": self.skipped_total,
         }
@@ -424,8 +431,8 @@ class Trainer:
         """Before a checkpoint, on every rank: stop if the guard saw a non-finite loss term or
         gradient, or the weights (student, teacher) hold NaN/inf. One reduction, one host sync."""
         weights = nonfinite_flag([self.model, self.teacher.module]).to(self.device)
-        packed = all_reduce(self.divergence.slots(weights), self.args).cpu()
-        _, verdict = self.divergence.judge(packed, world_size=self.args.world_size, epoch=epoch,
+        packed = all_reduce(self.divergence.slots(weights), self.world).cpu()
+        _, verdict = self.divergence.judge(packed, world_size=self.world.world_size, epoch=epoch,
                                            last_checkpoint=self.last_checkpoint)
         if verdict is not None:
             raise TrainingDiverged(verdict)
@@ -453,7 +460,7 @@ class Trainer:
             texts.append(t.cpu())
         self.model.train()
         if count == 0:
-            raise RuntimeError(f"--val-data {self.args.val_data}: no validation samples")
+            raise RuntimeError(f"--val-data {self.cfg.data.val_data}: no validation samples")
         metrics = get_clip_metrics(torch.cat(images), torch.cat(texts), scale.cpu())
         result = {"epoch": epoch + 1, "step": self.step, "clip_val_loss": loss_sum / count,
                   "num_samples": count, **{k: float(v) for k, v in metrics.items()}}
@@ -476,7 +483,7 @@ class Trainer:
         payload = {
             "epoch": epochs_done,
             "step": self.step,
-            "name": self.args.name,
+            "name": self.cfg.run.name,
             "state_dict": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
@@ -487,7 +494,7 @@ class Trainer:
             "rng": ranks[0]["rng"],
             "rng_ranks": [rank["rng"] for rank in ranks],
             SETTINGS_KEY: model_settings(self.model),
-            "train_args": checkpoint.plain_args(self.args),
+            checkpoint.CONFIG_KEY: self.cfg.record(),
         }
         if position is not None:
             payload["position"] = position
@@ -495,13 +502,12 @@ class Trainer:
 
     def save(self, epoch: int) -> None:
         """The end of ``epoch``: ``epoch_latest.pt`` (+ ``epoch_N.pt``). Call on every rank."""
-        args = self.args
-        numbered = args.save_frequency > 0 and ((epoch + 1) % args.save_frequency == 0
-                                                or epoch + 1 == args.epochs)
-        ranks = gather(self._rank_state(), args)
+        every, world = self.cfg.run.save_frequency, self.world
+        numbered = every > 0 and ((epoch + 1) % every == 0 or epoch + 1 == self.cfg.optim.epochs)
+        ranks = gather(self._rank_state(), world)
         written = self.run_dir / "checkpoints" / (f"epoch_{epoch + 1}.pt" if numbered
                                                   else checkpoint.LATEST)
-        if is_master(args):
+        if is_master(world):
             self._write(lambda: checkpoint.save(self.run_dir / "checkpoints",
                                                 self._payload(epoch + 1, ranks), numbered=numbered),
                         epoch)
@@ -510,15 +516,15 @@ class Trainer:
     def save_step(self, position: resume.DataPosition, data) -> None:
         """``step_<step>.pt`` inside an epoch, with the data position. Call on every rank, after
         :meth:`ensure_finite`."""
-        args = self.args
-        ranks = gather(self._rank_state(position.stream_list(data.stream_workers)), args)
+        world = self.world
+        ranks = gather(self._rank_state(position.stream_list(data.stream_workers)), world)
         written = self.run_dir / "checkpoints" / f"step_{self.step}.pt"
-        if is_master(args):
+        if is_master(world):
             start = time.perf_counter()
-            state = resume.position_state(position, args, data, [r["streams"] for r in ranks])
+            state = resume.position_state(position, self.cfg, world, data, [r["streams"] for r in ranks])
             payload = self._payload(position.epoch, ranks, state)
             path = self._write(lambda: checkpoint.save_step(self.run_dir / "checkpoints", payload,
-                                                            args.keep_checkpoints), position.epoch)
+                                                            self.cfg.run.keep_checkpoints), position.epoch)
             log.info("step checkpoint %s: %.1f MB in %.2f s", path.name, path.stat().st_size / 1e6,
                      time.perf_counter() - start)
         self.last_checkpoint = written
@@ -533,60 +539,67 @@ class Trainer:
                                    f"checkpoint: {where}") from None
 
 
-def prepare_run_dir(args: argparse.Namespace) -> Path:
-    """``<logs>/<name>``; refuses to reuse a finished run's folder unless resuming."""
-    if args.name is None:
-        args.name = default_name(args)
-        if args.distributed:  # ranks may start in different seconds: use rank 0's name
-            args.name = broadcast_object(args, args.name)
-    run_dir = Path(args.logs) / args.name
-    if is_master(args) and args.resume is None and (run_dir / "out.log").exists():
+def prepare_run_dir(cfg: TrainConfig, world: World) -> tuple[TrainConfig, Path]:
+    """``<logs>/<name>`` (named now when ``--name`` is unset) and the config with that name;
+    refuses to reuse a finished run's folder unless resuming."""
+    if cfg.run.name is None:
+        name = default_name(cfg)
+        if world.distributed:  # ranks may start in different seconds: use rank 0's name
+            name = broadcast_object(world, name)
+        cfg = cfg.replace("run", name=name)
+    run_dir = Path(cfg.run.logs) / cfg.run.name
+    if is_master(world) and cfg.run.resume is None and (run_dir / "out.log").exists():
         raise SystemExit(f"farslip train: run folder {run_dir} exists; pass --resume latest to "
                          "continue it or choose another --name")
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    return run_dir
+    return cfg, run_dir
 
 
-def run(args: argparse.Namespace) -> int:
-    """Train with validated ``args`` (already distributed-initialised)."""
+def write_params(cfg: TrainConfig, path: Path) -> None:
+    """``params.txt``: one ``section.field: value`` line per setting (atomically)."""
+    lines = [f"{name}.{key}: {value}" for name, section in cfg.record().items()
+             for key, value in section.items()]
+    atomic_write(path, "\n".join(lines) + "\n")
+
+
+def run(cfg: TrainConfig, world: World) -> int:
+    """Train with a validated config, in this process's place ``world`` (distributed-initialised)."""
     from farslip.data.train_data import get_train_data, get_val_data
 
-    device = torch.device(args.device)
-    run_dir = prepare_run_dir(args)
-    master = is_master(args)
+    device = torch.device(world.device)
+    cfg, run_dir = prepare_run_dir(cfg, world)
+    master = is_master(world)
     setup_logging(run_dir / "out.log" if master else None, master)
     if master:
         for stale in remove_stale_temps(run_dir / "checkpoints"):
             log.info("removed %s (the temporary file of a checkpoint write that was killed)", stale)
-        with open(run_dir / "params.txt", "w", encoding="utf-8") as handle:
-            for key in sorted(vars(args)):
-                handle.write(f"{key}: {getattr(args, key)}\n")
-    log.info("run %s on %s, world size %d", args.name, device, args.world_size)
-    tb, wandb = report_writers(args, run_dir) if master else (None, None)
-    seed_everything(args.seed, args.rank)
-    trainer = Trainer(args, device, run_dir)
+        write_params(cfg, run_dir / "params.txt")
+    log.info("run %s on %s, world size %d", cfg.run.name, device, world.world_size)
+    tb, wandb = report_writers(cfg, run_dir) if master else (None, None)
+    seed_everything(cfg.run.seed, world.rank)
+    trainer = Trainer(cfg, run_dir, world)
     image_size = trainer.model.visual.image_size
-    data = get_train_data(args, trainer.tokenizer, image_size, crops=args.crops,
-                          objects=args.objects, epoch=trainer.start_epoch,
-                          object_pixels=args.object_pixels)
+    data = get_train_data(cfg.data, trainer.tokenizer, image_size, seed=cfg.run.seed, rank=world.rank,
+                          world_size=world.world_size, epoch=trainer.start_epoch)
     trainer.restore_data_position(data)
-    val = (get_val_data(args, eval_transform(image_size), trainer.tokenizer) if master else None)
-    total_steps = data.num_batches * args.epochs
-    scheduler = cosine_lr(trainer.optimizer, args.lr, args.warmup, total_steps)
+    val = (get_val_data(cfg.data, eval_transform(image_size), trainer.tokenizer) if master else None)
+    epochs = cfg.optim.epochs
+    total_steps = data.num_batches * epochs
+    scheduler = cosine_lr(trainer.optimizer, cfg.optim.lr, cfg.optim.warmup, total_steps)
     log.info("%d samples, %d steps per epoch per rank, %d epochs, %d steps in all",
-             data.num_samples, data.num_batches, args.epochs, total_steps)
-    for epoch in range(trainer.start_epoch, args.epochs):
+             data.num_samples, data.num_batches, epochs, total_steps)
+    for epoch in range(trainer.start_epoch, epochs):
         trainer.train_epoch(data, epoch, scheduler, tb, wandb)
         trainer.ensure_finite(epoch)  # every rank, before rank 0 writes a checkpoint
         trainer.save(epoch)  # every rank (their RNG states are gathered); rank 0 writes
-        if val is not None and ((epoch + 1) % args.val_frequency == 0 or epoch + 1 == args.epochs):
+        if val is not None and ((epoch + 1) % cfg.run.val_frequency == 0 or epoch + 1 == epochs):
             result = trainer.validate(val, epoch)
             if tb is not None:
                 for key, value in result.items():
                     tb.add_scalar(f"val/{key}", value, trainer.step)
             if wandb is not None:
                 wandb.log({f"val/{k}": v for k, v in result.items()}, step=trainer.step)
-        if args.distributed:
+        if world.distributed:
             dist.barrier()
     log.info("done: %d steps, %d bad samples skipped%s", trainer.step, trainer.skipped_total,
              f", {trainer.divergence.skipped_total} optimizer steps skipped by the GradScaler"
@@ -598,9 +611,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _user_error(args: argparse.Namespace, text: str, logged: bool) -> int:
+def _user_error(world: World, text: str, logged: bool) -> int:
     """``farslip train: error: ...`` on standard error (and in out.log once this run ``logged``); exit 2."""
-    rank = f" [rank {args.rank}]" if args.world_size > 1 else ""
+    rank = f" [rank {world.rank}]" if world.world_size > 1 else ""
     line = f"farslip train{rank}: error: {text}"
     if logged:
         log.error("%s", line)
@@ -609,30 +622,39 @@ def _user_error(args: argparse.Namespace, text: str, logged: bool) -> int:
     return EXIT_USER_ERROR
 
 
+def init_world(cfg: TrainConfig) -> World:
+    """This process's :class:`~farslip.config.World`: torch.distributed initialised from the
+    environment (torchrun, SLURM) with open_clip's helper, or one process."""
+    got = init_distributed_device_so(device=cfg.run.device, dist_backend=cfg.run.dist_backend,
+                                     dist_url=cfg.run.dist_url)
+    return World(rank=got["global_rank"], local_rank=got["local_rank"], world_size=got["world_size"],
+                 distributed=got["distributed"], device=str(got["device"]))
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Parse the seed's flags, initialise torch.distributed from the environment, train."""
-    args = parse_args(list(sys.argv[1:] if argv is None else argv))
-    args.horovod = False
-    init_distributed_device(args)
+    cfg = parse_args(list(sys.argv[1:] if argv is None else argv))
+    world = init_world(cfg)
+    debug = cfg.run.debug
     before = list(_HANDLERS)  # an earlier in-process run's handlers (see setup_logging)
     try:
-        return run(args)
+        return run(cfg, world)
     except TrainingDiverged as err:  # one message, no traceback; every rank stops here together
-        if is_master(args):
+        if is_master(world):
             log.error("farslip train: %s", err)
         return EXIT_DIVERGED
     except user_errors() as err:  # a bad file, checkpoint or data set: one message (--debug: traceback)
-        if args.debug:
+        if debug:
             raise
-        return _user_error(args, message(err), logged=_HANDLERS != before)
+        return _user_error(world, message(err), logged=_HANDLERS != before)
     except SystemExit as err:  # the trainer's own start-up refusals (text messages)
         if not isinstance(err.code, str):
             raise
-        if args.debug:  # show where it was refused
+        if debug:  # show where it was refused
             raise UserError(err.code) from err
-        return _user_error(args, err.code.removeprefix("farslip train: "), logged=_HANDLERS != before)
+        return _user_error(world, err.code.removeprefix("farslip train: "), logged=_HANDLERS != before)
     finally:
-        if args.distributed and dist.is_initialized():
+        if world.distributed and dist.is_initialized():
             dist.destroy_process_group()
 
 

@@ -17,12 +17,12 @@ then be a different set.
 """
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import torch
 
+from farslip.config import TrainConfig, World
 from farslip.data.rs5m import POSITION_KEY
 
 
@@ -47,38 +47,38 @@ class DataPosition:
         return [list(self.streams.get(w, (0, 0))) for w in range(workers)]
 
 
-def layout(args: argparse.Namespace, data) -> dict[str, Any]:
+def layout(cfg: TrainConfig, world: World, data) -> dict[str, Any]:
     """The settings a recorded position depends on, for this run and its data (a ``DataInfo``)."""
-    out = {"kind": "stream" if data.stream_workers else "sampler", "world_size": args.world_size,
-           "batch_size": args.batch_size, "num_batches": data.num_batches, "seed": args.seed}
+    out = {"kind": "stream" if data.stream_workers else "sampler", "world_size": world.world_size,
+           "batch_size": cfg.data.batch_size, "num_batches": data.num_batches, "seed": cfg.run.seed}
     if data.stream_workers:
         out["workers"] = data.stream_workers
     return out
 
 
-def position_state(position: DataPosition, args: argparse.Namespace, data,
+def position_state(position: DataPosition, cfg: TrainConfig, world: World, data,
                    streams: Optional[list[list[list[int]]]]) -> dict[str, Any]:
     """The checkpoint's ``position`` entry; ``streams`` = every rank's :meth:`DataPosition.stream_list`."""
-    state = {"epoch": position.epoch, "batches": position.batches, **layout(args, data)}
+    state = {"epoch": position.epoch, "batches": position.batches, **layout(cfg, world, data)}
     if data.stream_workers:
         state["streams"] = streams
     return state
 
 
-def layout_problems(state: dict[str, Any], args: argparse.Namespace, data) -> list[str]:
+def layout_problems(state: dict[str, Any], cfg: TrainConfig, world: World, data) -> list[str]:
     """How this run's layout differs from the one ``state`` was recorded with (empty: same)."""
-    mine = layout(args, data)
+    mine = layout(cfg, world, data)
     return [f"{key} {state.get(key)!r} in the checkpoint, {value!r} in this run"
             for key, value in mine.items() if state.get(key) != value]
 
 
-def restore(state: dict[str, Any], args: argparse.Namespace, data) -> DataPosition:
+def restore(state: dict[str, Any], world: World, data) -> DataPosition:
     """Point ``data`` at the batch after ``state``'s and return this rank's :class:`DataPosition`."""
     epoch, batches = int(state["epoch"]), int(state["batches"])
     streams = None
     position = DataPosition(epoch, batches)
     if data.stream_workers:
-        streams = [tuple(pair) for pair in state["streams"][args.rank]]
+        streams = [tuple(pair) for pair in state["streams"][world.rank]]
         position.streams = {w: (int(t), int(m)) for w, (t, m) in enumerate(streams)}
     data.resume_at(epoch, batches, streams)
     return position

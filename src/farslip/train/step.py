@@ -12,7 +12,6 @@ Split in two so that DDP sees every parameter use and tests can check each loss 
 """
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from typing import Mapping, Optional
 
@@ -22,6 +21,7 @@ from torch import nn
 
 import farslip
 from farslip import losses
+from farslip.config import MethodConfig
 from farslip.models.text import encode_text, trim_tokens, trimmable
 
 Batch = Mapping[str, torch.Tensor]
@@ -57,8 +57,11 @@ class Plan:
         return tuple(sorted(need))
 
 
-def make_plan(args: argparse.Namespace) -> Plan:
-    """The :class:`Plan` for validated trainer flags (see ``farslip.train.args``)."""
+def make_plan(method: MethodConfig) -> Plan:
+    """The :class:`Plan` of a run's method settings (``TrainConfig.method``)."""
+    if not isinstance(method, MethodConfig):
+        raise TypeError(f"make_plan takes a farslip.config.MethodConfig, not {type(method).__name__}")
+    args = method
     terms = set(args.loss_type)
     distill, local_itc = "distill" in terms, "local_itc" in terms
     image_need = set()

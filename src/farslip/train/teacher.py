@@ -20,6 +20,8 @@ from typing import Optional
 import torch
 from torch import nn
 
+from farslip.config import MethodConfig
+
 from .step import Plan, ViewEncoder
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,11 @@ class Teacher:
         if mode != "active":
             self.module = copy.deepcopy(student.visual).eval().requires_grad_(False)
             self.encoder = ViewEncoder(VisionTower(self.module), plan.distill_need, plan.last_attn)
+
+    @classmethod
+    def from_config(cls, method: MethodConfig, student: nn.Module, plan: Plan) -> "Teacher":
+        """The teacher a run's method settings ask for (``--distill-type``, ``--EMA-momentum``)."""
+        return cls(method.distill_type, student, plan, method.ema_momentum)
 
     @torch.no_grad()
     def targets(self, batch, plan: Plan) -> Optional[dict[str, torch.Tensor]]:

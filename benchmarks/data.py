@@ -71,7 +71,8 @@ def world_paths(folder: Optional[str], scale: str) -> dict:
 
 def loader_args(pipeline: str, world: dict, opts: argparse.Namespace, workers: int,
                 resize: str = "torch") -> tuple[argparse.Namespace, dict]:
-    """The trainer-style args and get_train_data keywords of one pipeline."""
+    """The flag-named settings and view keywords of one pipeline (``crops``, ``objects``,
+    ``object_pixels``); :func:`build_loader` hands them to the library under test."""
     common = dict(view_resize=resize,
         train_dataset_name="bench", root_train_img_dir=None, val_data=None, root_val_img_dir=None,
         local_method="randomcrops", max_boxes=opts.max_boxes, min_size=64, max_size=1024,
@@ -85,6 +86,27 @@ def loader_args(pipeline: str, world: dict, opts: argparse.Namespace, workers: i
                 train_dataset_type="json", method="farslip2", train_num_samples=None)
     return argparse.Namespace(**args), dict(crops=True, objects=True,
                                             object_pixels=getattr(opts, "object_pixels", "all"))
+
+
+def build_loader(args: argparse.Namespace, views: dict, tokenizer, image_size: int):
+    """``get_train_data`` of the checkout under test: a ``DataConfig`` (this version), or the
+    flag namespace and view keywords of earlier ones (with an older checkout's ``src`` on
+    PYTHONPATH, this file measures that checkout's pipeline the same way)."""
+    from farslip.data.train_data import get_train_data
+
+    try:
+        from farslip.config import DataConfig
+    except ImportError:  # before typed configs: a namespace plus keywords
+        if "object_pixels" not in inspect.signature(get_train_data).parameters:
+            views = {k: v for k, v in views.items() if k != "object_pixels"}
+        return get_train_data(args, tokenizer, image_size, **views)
+    names = set(DataConfig.__dataclass_fields__)
+    settings = {k: v for k, v in vars(args).items() if k in names}
+    # the stage-2 jitter belongs to stage 2 (farslip2), as the trainer derives it
+    data = DataConfig(**settings, color_jitter=args.method == "farslip2", use_imagecrop_aug=True,
+                      **{"object_pixels": "all", **views})
+    return get_train_data(data, tokenizer, image_size, seed=args.seed, rank=args.rank,
+                          world_size=args.world_size)
 
 
 def time_loader(info, batches: int) -> dict:
@@ -214,9 +236,10 @@ def main(argv: list[str]) -> int:
     tokenizer = farslip.get_tokenizer("ViT-B-32")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    # an older loader (before --view-resize and object_pixels) is timed as it is: this file
-    # copied into an older checkout measures that checkout's pipeline the same way
-    current = "object_pixels" in inspect.signature(get_train_data).parameters
+    # an older loader (before --view-resize and object_pixels) is timed as it is: with an older
+    # checkout's src on PYTHONPATH this file measures that checkout's pipeline the same way
+    current = ("object_pixels" in inspect.signature(get_train_data).parameters
+               or "data" in inspect.signature(get_train_data).parameters)
     resizes = opts.view_resize if current else ["pil (float views)"]
     results = []
     try:
@@ -225,7 +248,7 @@ def main(argv: list[str]) -> int:
             args, views = loader_args(pipeline, world, opts, workers, resize)
             if not current:
                 views.pop("object_pixels", None)
-            info = get_train_data(args, tokenizer, opts.image_size, **views)
+            info = build_loader(args, views, tokenizer, opts.image_size)
             pixels = views.get("object_pixels", "all" if pipeline == "mgrs-objects" else "-")
             row = {"pipeline": pipeline, "workers": workers, "view_resize": resize,
                    "object_pixels": pixels, "image_size": opts.image_size,

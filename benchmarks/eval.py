@@ -26,11 +26,11 @@ from farslip.data.csv_data import read_labels, read_pairs
 from farslip.synth import write_world
 from farslip.transforms import eval_transform
 
-from .classification import PROMPTS
-from .datasets import read_class_synonyms, read_classnames, segmentation_pairs
-from .encode import Runtime, encode_image_files, encode_texts, text_classifier
-from .registry import CLASSIFICATION, RETRIEVAL, SEGMENTATION
-from .segmentation import WINDOW_GEOMETRIES, build_queries, geometry_for, segment_folder
+from farslip.eval.classification import PROMPTS
+from farslip.eval.datasets import read_class_synonyms, read_classnames, segmentation_pairs
+from farslip.eval.encode import Runtime, encode_image_files, encode_texts, text_classifier
+from farslip.eval.registry import CLASSIFICATION, RETRIEVAL, SEGMENTATION
+from farslip.eval.segmentation import WINDOW_GEOMETRIES, build_queries, geometry_for, segment_folder
 
 TASKS = ("classification", "retrieval", "segmentation")
 

@@ -17,10 +17,10 @@ import torch.nn.functional as F
 
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
-from ..atomic import atomic_write
-from .dense import _split_heads, dense_block, encode_dense
-from .factory import create_model, get_tokenizer
-from .text import encode_text
+from farslip.atomic import atomic_write
+from farslip.models.dense import _split_heads, dense_block, encode_dense
+from farslip.models.factory import create_model, get_tokenizer
+from farslip.models.text import encode_text
 
 
 def _timeit(fn, repeat: int) -> float:

@@ -37,7 +37,7 @@ More measurements, each its own sub-command:
 * ``python scripts/bench.py train optimizer``: one AdamW step, the multi-tensor (foreach)
   update against the per-parameter loop, timed round-robin.
 * ``python scripts/bench.py train resume``: a step checkpoint's write/load time and size, and the
-  cost of a mid-epoch resume passing over k RS5M samples undecoded (:mod:`.bench_resume`).
+  cost of a mid-epoch resume passing over k RS5M samples undecoded (:mod:`benchmarks.train_resume`).
 """
 from __future__ import annotations
 
@@ -58,16 +58,15 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import farslip
-from farslip.models.text import encode_text
-
 from farslip.data.transforms import normalize_views
+from farslip.models.text import encode_text
+from farslip.train.args import parse_args
+from farslip.train.main import Trainer, to_device
+from farslip.train.step import encode_views, make_plan
+from farslip.train.syncs import HostReads
+from farslip.train.teacher import Teacher
 
-from .args import parse_args
-from .main import Trainer, to_device
-from .step import encode_views, make_plan
-from .syncs import HostReads
-from .teacher import Teacher
-
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: benchmarks/ is not installed
 CONFIGS = {
     "vanilla": ["--method", "vanilla"],
     "farslip1/active": ["--method", "farslip1", "--use-imagecrop-aug"],
@@ -201,13 +200,12 @@ def _bench_trainer(model_name: str, flags: list[str], args: argparse.Namespace,
             "--pretrained", "none", "--precision", args.precision, "--device", device.type,
             "--batch-size", str(args.batch_size), "--max-boxes", str(args.boxes),
             "--train-num-samples", str(args.batch_size), *flags]
-    targs = parse_args(argv)
-    targs.rank, targs.world_size, targs.distributed, targs.local_rank = 0, 1, False, 0
+    cfg = parse_args(argv)
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(targs, device, Path(tmp))
+        trainer = Trainer(cfg, Path(tmp))
     cpu = full_batch(trainer.model, args.batch_size, args.boxes,
-                     crops=targs.crops, objects=targs.objects)
+                     crops=cfg.data.crops, objects=cfg.data.objects)
     if device.type == "cuda":
         cpu = {k: v.pin_memory() for k, v in cpu.items()}
     return trainer, cpu
@@ -332,8 +330,10 @@ def syncs_main(argv: list[str] | None = None) -> int:
 
 # --------------------------------------------------------------------------- EMA teacher
 _RSS_CHILD = """
-import copy, resource, sys, torch, farslip
-from farslip.train.bench import ema_plan
+import copy, resource, sys
+sys.path.insert(0, sys.argv[3])  # the checkout holding benchmarks/
+import torch, farslip
+from benchmarks.train import ema_plan
 from farslip.train.teacher import Teacher
 name, variant = sys.argv[1], sys.argv[2]
 model = farslip.create_model(name, pretrained="none")
@@ -351,7 +351,7 @@ def ema_plan(name: str):
     """The Plan of stage 1 with an EMA teacher (what the teacher measurements build)."""
     return make_plan(parse_args(["--train-data", "bench.tar", "--train-num-samples", "1",
                                  "--method", "farslip1", "--use-imagecrop-aug", "--distill-type",
-                                 "ema", "--pretrained", "none", "--model", name]))
+                                 "ema", "--pretrained", "none", "--model", name]).method)
 
 
 def _bytes(module: torch.nn.Module) -> int:
@@ -425,7 +425,7 @@ def teacher_main(argv: list[str] | None = None) -> int:
                **{k: 1e3 * v for k, v in ms.items()}}
         if not args.no_rss and device.type == "cpu":
             for variant in ("none", "whole", "tower"):
-                out = subprocess.run([sys.executable, "-c", _RSS_CHILD, name, variant], check=True,
+                out = subprocess.run([sys.executable, "-c", _RSS_CHILD, name, variant, str(ROOT)], check=True,
                                      capture_output=True, text=True).stdout
                 now, peak = out.strip().splitlines()[-1].split()
                 row[f"rss_{variant}_mib"], row[f"peak_rss_{variant}_mib"] = float(now), float(peak)
@@ -493,7 +493,7 @@ def guard_main(argv: list[str] | None = None) -> int:
 def optimizer_main(argv: list[str] | None = None) -> int:
     """`bench.py train optimizer`: one AdamW step over a CLIP's parameters, the multi-tensor
     (foreach) update the trainer asks for against the per-parameter loop."""
-    from .main import param_groups
+    from farslip.train.main import param_groups
 
     parser = argparse.ArgumentParser(prog="bench.py train optimizer", description=optimizer_main.__doc__,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -528,7 +528,7 @@ def optimizer_main(argv: list[str] | None = None) -> int:
 
 
 def resume_main(argv: list[str]) -> int:
-    from .bench_resume import main as run
+    from benchmarks.train_resume import main as run
 
     return run(argv)
 

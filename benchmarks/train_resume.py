@@ -39,16 +39,14 @@ from PIL import Image
 
 
 def trainer_for(model: str, distill_type: str, folder: Path):
-    from .args import parse_args
-    from .main import Trainer
+    from farslip.train.args import parse_args
+    from farslip.train.main import Trainer
 
     argv = ["--train-data", "bench.tar", "--train-num-samples", "10", "--model", model,
             "--pretrained", "none", "--precision", "fp32", "--device", "cpu", "--use-imagecrop-aug",
             "--distill-type", distill_type, "--save-every-n-steps", "1000"]
-    args = parse_args(argv)
-    args.rank, args.world_size, args.distributed, args.local_rank, args.horovod = 0, 1, False, 0, False
-    args.name = "bench"
-    trainer = Trainer(args, torch.device("cpu"), folder)
+    cfg = parse_args(argv).replace("run", name="bench")
+    trainer = Trainer(cfg, folder)
     for p in trainer.model.parameters():  # AdamW allocates its state at the first step
         p.grad = torch.zeros_like(p)
     trainer.optimizer.step()
@@ -57,7 +55,7 @@ def trainer_for(model: str, distill_type: str, folder: Path):
 
 
 def bench_checkpoint(model: str, distill_type: str, repeats: int, folder: Path) -> dict:
-    from . import checkpoint
+    from farslip.train import checkpoint
 
     trainer = trainer_for(model, distill_type, folder)
     position = {"epoch": 0, "batches": 1000, "kind": "stream", "world_size": 1, "batch_size": 10,
@@ -119,13 +117,14 @@ def stream_times(spec: str, skip: int, batch_size: int, after: int) -> tuple[flo
     import farslip
     from farslip.data.train_data import get_train_data
 
+    from farslip.train.args import parse_args
+
     tokenizer = farslip.get_tokenizer("ViT-B-16")
-    args = argparse.Namespace(
-        train_data=spec, train_dataset_type="webdataset",
-        train_num_samples=skip + (after + 2) * batch_size, local_method="randomcrops", max_boxes=4,
-        batch_size=batch_size, workers=0, seed=0, dataset_resampled=False, world_size=1, rank=0)
+    data = parse_args(["--train-data", spec, "--train-num-samples", str(skip + (after + 2) * batch_size),
+                       "--batch-size", str(batch_size), "--workers", "0", "--method", "farslip1",
+                       "--use-imagecrop-aug", "--pretrained", "none", "--model", "ViT-B-16"]).data
     start = time.perf_counter()
-    info = get_train_data(args, tokenizer, 224, crops=True, objects=False)
+    info = get_train_data(data, tokenizer, 224)
     if skip:
         info.resume_at(0, skip // batch_size, [(skip, skip // batch_size)])
     batches = iter(info.dataloader)
