@@ -58,6 +58,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import farslip
+from farslip.atomic import atomic_write
 from farslip.data.transforms import normalize_views
 from farslip.models.text import encode_text
 from farslip.train.args import parse_args
@@ -449,7 +450,7 @@ def teacher_main(argv: list[str] | None = None) -> int:
                             for v in ("none", "whole", "tower"))
         print(line)
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
+        atomic_write(args.json, json.dumps(rows, indent=1))
     return 0
 
 
@@ -576,7 +577,7 @@ def steps_main(argv: list[str] | None = None) -> int:
           f"torch threads {torch.get_num_threads()}")
     print(table(rows))
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
+        atomic_write(args.json, json.dumps(rows, indent=1))
     return 0
 
 

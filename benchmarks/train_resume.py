@@ -37,6 +37,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from farslip.atomic import atomic_write
+
 
 def trainer_for(model: str, distill_type: str, folder: Path):
     from farslip.train.args import parse_args
@@ -206,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
                                opts.batch_size, opts.repeats, Path(tmp) / "shards")
     print(table(rows))
     os.makedirs(os.path.dirname(os.path.abspath(opts.json)), exist_ok=True)
-    Path(opts.json).write_text(json.dumps({"cpu_count": os.cpu_count(), "results": rows}, indent=1))
+    atomic_write(opts.json, json.dumps({"cpu_count": os.cpu_count(), "results": rows}, indent=1))
     print(f"\nwritten {opts.json}")
     return 0
 

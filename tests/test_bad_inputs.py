@@ -229,19 +229,6 @@ TRAIN = ["--model", MODEL, "--precision", "fp32", "--device", "cpu", "--workers"
          "--method", "vanilla", "--warmup", "1", "--log-every-n-steps", "1", "--lr", "1e-4"]
 
 
-@pytest.fixture(autouse=True)
-def _no_stale_trainer_handlers():
-    """An in-process ``farslip train`` leaves its log handlers on the root logger until the next run;
-    drop them after each test, so that no later test logs into a closed captured stream."""
-    yield
-    from farslip.train import main as train_main
-
-    for handler in train_main._HANDLERS:
-        logging.getLogger().removeHandler(handler)
-        handler.close()
-    train_main._HANDLERS.clear()
-
-
 def _train(tmp_path: Path, *flags: str, name: str = "run") -> int:
     """``farslip train`` in this process (the real entry point: farslip.cli.main)."""
     from farslip.cli import main
@@ -425,6 +412,11 @@ def test_bad_samples_are_counted_in_the_log_and_the_checkpoint(tmp_path):
     assert "skipped_total 2" in log and "2 bad samples skipped" in log
     saved = torch.load(run / "checkpoints" / "epoch_latest.pt", map_location="cpu", weights_only=True)
     assert saved["skipped_total"] == 2
+    # the run closed its handlers: nothing of it stays on the caller's root logger
+    from farslip.train import main as train_main
+
+    assert train_main._HANDLERS == []
+    assert not any(getattr(h, "baseFilename", "").endswith("out.log") for h in logging.getLogger().handlers)
 
 
 def _tar(path: Path, members: list[tuple[str, bytes]]) -> str:

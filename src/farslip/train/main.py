@@ -65,10 +65,7 @@ def setup_logging(log_file: Optional[Path], master: bool) -> None:
     call :func:`main` repeatedly do not duplicate lines or write into old folders.
     """
     root = logging.getLogger()
-    for handler in _HANDLERS:
-        root.removeHandler(handler)
-        handler.close()
-    _HANDLERS.clear()
+    close_logging()
     fmt = logging.Formatter("%(asctime)s | %(levelname)s | %(message)s", "%Y-%m-%d,%H:%M:%S")
     handlers: list[logging.Handler] = [logging.StreamHandler()]
     if log_file is not None:
@@ -84,6 +81,16 @@ def default_name(cfg: TrainConfig) -> str:
     model = cfg.model.model.replace("/", "-")
     return (f"{time.strftime('%Y_%m_%d-%H_%M_%S')}-{model}-{cfg.method.method}-lr_{cfg.optim.lr:g}"
             f"-b_{cfg.data.batch_size}")
+
+
+def close_logging() -> None:
+    """Remove and close the handlers :func:`setup_logging` added (the end of :func:`main`), so an
+    in-process caller keeps its own logging and ``out.log`` is closed."""
+    root = logging.getLogger()
+    for handler in _HANDLERS:
+        root.removeHandler(handler)
+        handler.close()
+    _HANDLERS.clear()
 
 
 def seed_everything(seed: int, rank: int) -> None:
@@ -636,7 +643,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     cfg = parse_args(list(sys.argv[1:] if argv is None else argv))
     world = init_world(cfg)
     debug = cfg.run.debug
-    before = list(_HANDLERS)  # an earlier in-process run's handlers (see setup_logging)
+    before = list(_HANDLERS)  # none: each run closes its own (see close_logging)
     try:
         return run(cfg, world)
     except TrainingDiverged as err:  # one message, no traceback; every rank stops here together
@@ -654,6 +661,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             raise UserError(err.code) from err
         return _user_error(world, err.code.removeprefix("farslip train: "), logged=_HANDLERS != before)
     finally:
+        close_logging()
         if world.distributed and dist.is_initialized():
             dist.destroy_process_group()
 
