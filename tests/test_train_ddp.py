@@ -70,3 +70,15 @@ def test_two_process_run_of_the_trainer(tmp_path):
     assert "world size 2" in log and "2 steps per epoch per rank" in log
     saved = torch.load(logs / "ddp" / "checkpoints" / "epoch_2.pt", weights_only=True)
     assert saved["step"] == 4 and saved["state_dict_teacher"] is not None
+
+
+def test_a_resume_file_one_rank_cannot_read_stops_every_rank(tmp_path):
+    resume = tmp_path / "ckpt.pt"
+    resume.write_bytes(b"not read: the worker replaces the reads")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+           "-m", "tests._resume_worker", str(tmp_path), str(resume)]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    texts = [(tmp_path / f"rank{r}.txt").read_text() for r in range(2)]
+    assert texts[0] == texts[1] == f"--resume {resume}: {resume}: truncated (the test's rank 1) (rank 1)"

@@ -232,19 +232,32 @@ class Trainer:
         resume_from, world = self.cfg.run.resume, self.world
         if resume_from is None:
             return
-        path = None
-        try:
-            if is_master(world):
+        unreadable = (farslip.CheckpointError, ValueError, OSError)  # their messages name the file
+        path = problem = None
+        if is_master(world):
+            try:
                 path = checkpoint.resolve(resume_from, self.run_dir / "checkpoints")
-            if world.distributed:  # every rank loads the file rank 0 chose
-                path = broadcast_object(world, path)
-            if path is None:
-                log.info("--resume latest: no checkpoint in %s yet; starting fresh", self.run_dir)
-                return
-            ckpt = checkpoint.load(path)
-        except (farslip.CheckpointError, ValueError) as err:  # the message names the file
-            raise UserError(f"--resume {resume_from}: {err}") from err
-        farslip.load_checkpoint(self.model, ckpt["state_dict"], name=f"--resume {path}")
+            except unreadable as err:
+                problem = str(err)
+        if world.distributed:  # every rank loads the file rank 0 chose (or learns why there is none)
+            path, problem = broadcast_object(world, (path, problem))
+        if problem is None and path is None:
+            log.info("--resume latest: no checkpoint in %s yet; starting fresh", self.run_dir)
+            return
+        ckpt = None
+        if problem is None:
+            try:
+                ckpt = checkpoint.load(path)
+                farslip.load_checkpoint(self.model, ckpt["state_dict"], name=f"--resume {path}")
+            except unreadable as err:
+                problem = str(err)
+        if world.distributed:  # a rank that cannot read the file stops every rank, not only itself
+            failed = [(rank, text) for rank, text in enumerate(gather(problem, world)) if text is not None]
+            if failed:
+                rank, text = failed[0]
+                problem = text if world.world_size == 1 else f"{text} (rank {rank})"
+        if problem is not None:
+            raise UserError(f"--resume {resume_from}: {problem}")
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
