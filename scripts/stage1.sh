@@ -28,4 +28,4 @@ exec torchrun --nnodes="${NNODES:-1}" --node_rank="${NODE_RANK:-0}" \
   --train-num-samples 5070186 --method farslip1 --use-imagecrop-aug --local-method randomcrops \
   --warmup 1000 --batch-size 10 --lr 1e-6 --wd 1.0 --epochs 1 --model "$MODEL" \
   --loss-type global_itc distill --distill-align roi2pooled \
-  --pretrained openai --save-every-n-steps 1000 --logs-root "${LOGS:-./logs}" --name "$NAME" "${VAL[@]}" "$@"
+  --pretrained openai --save-every-n-steps 1000 --logs-root "${LOGS:-./logs}" --name "$NAME" ${VAL[@]+"${VAL[@]}"} "$@"

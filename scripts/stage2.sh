@@ -34,5 +34,5 @@ exec torchrun --nnodes="${NNODES:-1}" --node_rank="${NODE_RANK:-0}" \
   --train-dataset-type json --method farslip2 --local-method randomcrops --warmup 250 \
   --batch-size 10 --lr 4e-9 --wd 1.0 --epochs 10 --model "$MODEL" \
   --loss-type global_itc distill local_itc --distill-align roi2pooled --local-itc-align cls \
-  --pretrained "$STAGE1" --long-text --save-every-n-steps 1000 "${LEGACY[@]}" \
+  --pretrained "$STAGE1" --long-text --save-every-n-steps 1000 ${LEGACY[@]+"${LEGACY[@]}"} \
   --logs-root "${LOGS:-./logs}" --name "$NAME" "$@"
