@@ -14,8 +14,10 @@ Prints a Markdown table and writes JSON.
 ``python scripts/bench.py data kernels`` times the per-view kernels alone, each against what it
 replaced, round-robin in one process (CPU time, one thread): the bicubic resize of a random crop
 to 224 px (torch's uint8 kernel on the decoded array vs PIL's crop + resize), the hue shift
-(table lookup vs torchvision's ``adjust_hue``) and the normalisation a worker no longer does
-(``ToTensor`` + ``Normalize`` vs handing over the uint8 view).
+(table lookup vs torchvision's ``adjust_hue``), the whole stage-2 colour jitter of a torch-resized
+view (brightness, contrast, saturation and hue, the view's planes merged into a PIL image for
+torchvision's functions vs numpy on the planes, same pixels) and the normalisation a worker no
+longer does (``ToTensor`` + ``Normalize`` vs handing over the uint8 view).
 """
 from __future__ import annotations
 
@@ -56,9 +58,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def world_paths(folder: Optional[str], scale: str) -> dict:
     """Paths of an existing world in ``folder``, or of a fresh one written to a temp dir."""
-    from farslip.synth import write_world
-
     if folder is None:
+        from farslip.synth import write_world
+
         return write_world(tempfile.mkdtemp(prefix="farslip-bench-"), scale=scale)
     root = os.path.abspath(folder)
     shards = sorted(n for n in os.listdir(os.path.join(root, "rs5m")) if "-train-" in n)
@@ -147,7 +149,7 @@ def kernels_main(argv: list[str]) -> int:
     import torchvision.transforms.functional as TF
     from PIL import Image
 
-    from farslip.data.jitter import adjust_hue, hue_tables
+    from farslip.data.jitter import JitterDraw, adjust_hue, apply_jitter, hue_tables, jitter_planes
     from farslip.data.transforms import squash_transform
 
     p = argparse.ArgumentParser(prog="scripts/bench.py data kernels", description=kernels_main.__doc__)
@@ -190,6 +192,18 @@ def kernels_main(argv: list[str]) -> int:
         for v in views:
             adjust_hue(v, 0.07)
 
+    planes = [torch.from_numpy(np.array(v)).permute(2, 0, 1).contiguous() for v in views]
+    every = JitterDraw((0, 1, 2, 3), (1.2, 0.8, 1.1, 0.07), False)  # all four adjustments
+
+    def pil_jitter():  # what a jittered torch view went through before: planes -> PIL -> planes
+        for p in planes:
+            image = Image.merge("RGB", [Image.fromarray(c) for c in p.numpy()])
+            torch.from_numpy(np.array(apply_jitter(image, every))).permute(2, 0, 1)
+
+    def planes_jitter():
+        for p in planes:
+            torch.from_numpy(jitter_planes(p.numpy(), every))
+
     def normalise():
         for v in views:
             finish[1](finish[0](v))
@@ -200,6 +214,8 @@ def kernels_main(argv: list[str]) -> int:
 
     kernels = {"resize: PIL crop + resize": pil_resize, "resize: torch uint8": torch_resize,
                "hue: torchvision adjust_hue": tv_hue, "hue: table lookup": table_hue,
+               "jitter, all four: PIL (torchvision + table hue)": pil_jitter, "jitter, all four: numpy on the planes":
+                   planes_jitter,
                "worker output: ToTensor + Normalize": normalise, "worker output: uint8": uint8}
     times: dict[str, list[float]] = {k: [] for k in kernels}
     for fn in kernels.values():

@@ -41,7 +41,7 @@ def test_data_kernels_time_each_pair(tmp_path, capsys):
                             "--image-size", "64"]) == 0
     out = capsys.readouterr().out
     rows = _rows(out)
-    assert len([k for k in rows if "->" in k]) == 3
+    assert len([k for k in rows if "->" in k]) == 4
     for cells in (v for k, v in rows.items() if "->" in k):
         assert all(float(c) >= 0 for c in cells) and float(cells[2]) > 0
     assert re.search(r"2 MGRS scenes \(\d+ px\)", out)

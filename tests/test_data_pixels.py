@@ -9,7 +9,8 @@ import torchvision.transforms as T
 import torchvision.transforms.functional as TF
 from PIL import Image
 
-from farslip.data.jitter import adjust_hue, apply_jitter, draw_jitter
+from farslip.data import jitter as jitter_module
+from farslip.data.jitter import JitterDraw, adjust_hue, apply_jitter, draw_jitter, jitter_planes, planes_match_pil
 from farslip.data.pixels import SquashViews
 from farslip.synth.scene import render_scene
 from farslip.data.transforms import (COLOR_JITTER, COLOR_JITTER_P, GRAYSCALE_P, normalize_uint8,
@@ -148,3 +149,117 @@ def test_view_maker_with_pil_views_equals_the_reference_and_skipping_keeps_the_r
     none = _sample(SquashViews(32, jitter=True, resize="pil"), image, "none")
     assert none["obj"] == [] and none["obj_rows"] == [] and none["obj_text"] == got["obj_text"]
     assert torch.equal(none["crop"][-1], got["crop"][-1])
+
+
+# ---- the jitter on uint8 planes (jitter_planes) against PIL's ----
+
+def _planes(image: Image.Image) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(image).transpose(2, 0, 1))
+
+
+def test_numpy_blend_equals_pil_blend_on_every_pair_of_8_bit_values():
+    """PIL's Image.blend(a, b, f) for all 65536 (a, b): the ends of the jitter's ranges, 1 +- one
+    float32 step, outside them (0, 2, 3.7: a clip at both ends) and random factors."""
+    a, b = np.meshgrid(np.arange(256, dtype=np.uint8), np.arange(256, dtype=np.uint8), indexing="ij")
+    factors = [0.6, 1.4, 0.8, 1.2, 0.9, 1.1, 1.0, 0.0, 2.0, 3.7, float(np.nextafter(np.float32(1), 0)),
+               float(np.nextafter(np.float32(1), 2)), 1 + 1e-9] + list(np.random.default_rng(3).uniform(0.55, 1.45, 40))
+    for f in factors:
+        want = np.asarray(Image.blend(Image.fromarray(a), Image.fromarray(b), float(f)))
+        got = jitter_module._blend(b.astype(np.float32), a.astype(np.float32), float(f))
+        assert np.array_equal(got, want), f
+        black = jitter_module._blend(b.astype(np.float32), None, float(f))  # base None = black
+        assert np.array_equal(black, np.asarray(Image.blend(Image.new("L", (256, 256)), Image.fromarray(b), float(f))))
+
+
+def test_numpy_luma_equals_pil_convert_L_on_every_colour():
+    index = np.arange(1 << 24, dtype=np.uint32)
+    for chunk in np.split(index, 16):  # 2^20 colours at a time
+        rgb = np.stack([chunk >> 16, (chunk >> 8) & 255, chunk & 255]).astype(np.uint8)  # [3, n]
+        want = np.asarray(Image.fromarray(np.ascontiguousarray(rgb.T).reshape(1024, 1024, 3)).convert("L"))
+        got = jitter_module._luma(rgb.astype(np.float32), np.empty(chunk.size, np.float32))
+        assert np.array_equal(got.reshape(1024, 1024).astype(np.uint8), want)
+
+
+def test_planes_hue_equals_torchvision_on_every_colour():
+    index = np.arange(1 << 24, dtype=np.uint32)
+    for k, chunk in enumerate(np.split(index, 16)):
+        rgb = np.stack([chunk >> 16, (chunk >> 8) & 255, chunk & 255]).astype(np.uint8)
+        image = Image.fromarray(np.ascontiguousarray(rgb.T).reshape(1024, 1024, 3))
+        factor = (0.0737, -0.1, 0.1, -0.031)[k % 4]
+        want = np.asarray(TF.adjust_hue(image, factor)).reshape(-1, 3).T
+        assert np.array_equal(jitter_module._hue(rgb.astype(np.float32), factor), want), factor
+
+
+def _all_draws():
+    """Every order of the four adjustments (with and without grey), with factors across the
+    ranges, plus grey alone and no change."""
+    import itertools
+    rng = np.random.default_rng(5)
+    draws = []
+    for i, order in enumerate(itertools.permutations(range(4))):
+        factors = (float(rng.uniform(0.6, 1.4)), float(rng.uniform(0.6, 1.4)), float(rng.uniform(0.8, 1.2)),
+                   float(rng.uniform(-0.1, 0.1)))
+        if i < 4:  # the ends of the ranges
+            factors = ((0.6, 1.4, 0.8, -0.1), (1.4, 0.6, 1.2, 0.1), (1.4, 1.4, 1.2, 0.0), (0.6, 0.6, 0.8, 0.05))[i]
+        draws.append(JitterDraw(order, factors, i % 3 == 0))
+    return draws + [JitterDraw(None, None, True), JitterDraw(None, None, False)]
+
+
+def test_jitter_planes_equals_apply_jitter_and_torchvision():
+    images = scenes(2) + [Image.fromarray(image_array(2, 57, 41)), Image.fromarray(image_array(4, 224, 224)),
+                          Image.new("RGB", (16, 9), (200, 30, 90))]  # one colour: contrast's mean is exact
+    for image in images:
+        for draw in _all_draws():
+            want = np.asarray(apply_jitter(image, draw))
+            got = jitter_planes(_planes(image), draw)
+            assert got.dtype == np.uint8 and got.shape == (3, image.height, image.width)
+            assert np.array_equal(got.transpose(1, 2, 0), want), draw
+            # strided input (the HWC array seen as planes) gives the same
+            assert np.array_equal(jitter_planes(np.asarray(image).transpose(2, 0, 1), draw), got)
+    reference = T.Compose([T.RandomApply([T.ColorJitter(**COLOR_JITTER)], p=COLOR_JITTER_P),
+                           T.RandomGrayscale(p=GRAYSCALE_P)])
+    image = scenes(1)[0].resize((64, 48))
+    for seed in range(40):  # the draws and pixels of torchvision itself
+        with seeded(seed):
+            want = np.asarray(reference(image))
+        with seeded(seed):
+            got = jitter_planes(_planes(image), draw_jitter())
+        assert np.array_equal(got.transpose(1, 2, 0), want), seed
+
+
+def test_jitter_planes_leaves_unchanged_planes_alone():
+    planes = _planes(scenes(1)[0])
+    assert jitter_planes(planes, JitterDraw(None, None, False)) is planes
+
+
+def test_planes_fall_back_to_pil_where_the_arithmetic_differs(monkeypatch, caplog):
+    """A platform whose PIL rounds otherwise (simulated: a blend in float64) is caught by the
+    start-up check, which sends jitter_planes through PIL: still PIL's pixels."""
+    assert planes_match_pil()
+    image = Image.fromarray(image_array(9, 40, 30))
+    draw = JitterDraw((2, 0, 3, 1), (1.37, 0.61, 1.19, 0.07), False)
+    want = np.asarray(apply_jitter(image, draw))
+    exact = jitter_module._blend
+
+    def float64_blend(x, base, factor):  # rounds differently from PIL at some pixels
+        y = x.astype(np.float64)
+        if base is not None:
+            y = base + factor * (y - base)
+        else:
+            y = factor * y
+        x[...] = np.clip(np.floor(y), 0, 255)
+        return x
+
+    monkeypatch.setattr(jitter_module, "_blend", float64_blend)
+    jitter_module.planes_match_pil.cache_clear()
+    try:
+        with caplog.at_level("WARNING", logger="farslip.data.jitter"):
+            assert not planes_match_pil()
+        assert "does not reproduce this PIL" in caplog.text
+        assert np.array_equal(jitter_planes(_planes(image), draw).transpose(1, 2, 0), want)
+        # the broken kernel would have differed (the check is not vacuous)
+        assert not np.array_equal(jitter_module._jitter_planes(_planes(image), draw).transpose(1, 2, 0), want)
+    finally:
+        monkeypatch.setattr(jitter_module, "_blend", exact)
+        jitter_module.planes_match_pil.cache_clear()
+    assert planes_match_pil()

@@ -19,6 +19,10 @@ to ``ToTensor`` + ``Normalize``), so workers neither convert to float nor ship 4
 * ``"pil"``: PIL's ``crop`` + ``resize(BICUBIC)``, the reference implementation's pixels
   exactly (slower: about 3x the resize time).
 
+Either way the stage-2 jitter runs on the resized view's uint8 planes
+(:func:`~farslip.data.jitter.jitter_planes`: the pixels of torchvision's PIL jitter, without
+a PIL image), and a view leaves as a C-contiguous uint8 [3, H, W] tensor.
+
 Randomness: :meth:`SquashViews.draw` makes a view's random draws, :meth:`SquashViews.render`
 applies them, so a view that no loss needs can be skipped without moving the random stream
 of the views after it (see ``ViewMaker``'s ``object_pixels``).
@@ -26,14 +30,14 @@ of the views after it (see ``ViewMaker``'s ``object_pixels``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Union
+from typing import Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .jitter import JitterDraw, apply_jitter, draw_jitter
+from .jitter import JitterDraw, draw_jitter, jitter_planes, planes_match_pil
 from ..transforms import Size, _pair
 
 RESIZES = ("torch", "pil")
@@ -62,6 +66,8 @@ class SquashViews:
             raise ValueError(f"resize must be one of {RESIZES}, got {resize!r}")
         self.size = _pair(image_size)  # (h, w)
         self.jitter, self.resize = jitter, resize
+        if jitter:
+            planes_match_pil()  # checked once, before a loader forks its workers
 
     def source(self, image: Image.Image) -> Source:
         return Source(image.convert("RGB") if image.mode != "RGB" else image)
@@ -75,22 +81,21 @@ class SquashViews:
         h, w = self.size
         if self.resize == "pil":
             region = source.image if box is None else source.image.crop(box)
-            resized: Union[Image.Image, torch.Tensor] = region.resize((w, h), Image.BICUBIC)
-        else:
-            pixels = source.array
-            if box is not None:
-                x1, y1, x2, y2 = box
-                pixels = pixels[y1:y2, x1:x2]
-            resized = F.interpolate(pixels.permute(2, 0, 1)[None], size=(h, w), mode="bicubic",
-                                    antialias=True, align_corners=False)[0]
-            if draw is None:
-                return resized
-            # to PIL for the jitter: merging the three contiguous planes is ~6x cheaper than
-            # Image.fromarray's copy of the transposed (HWC-strided) array, same pixels
-            resized = Image.merge("RGB", [Image.fromarray(plane) for plane in resized.numpy()])
-        if draw is not None:
-            resized = apply_jitter(resized, draw)
-        return torch.from_numpy(np.array(resized)).permute(2, 0, 1)
+            planes = np.asarray(region.resize((w, h), Image.BICUBIC)).transpose(2, 0, 1)
+            if draw is not None:
+                planes = jitter_planes(planes, draw)  # PIL's jitter of these pixels
+            return torch.from_numpy(np.ascontiguousarray(planes))
+        pixels = source.array
+        if box is not None:
+            x1, y1, x2, y2 = box
+            pixels = pixels[y1:y2, x1:x2]
+        resized = F.interpolate(pixels.permute(2, 0, 1)[None], size=(h, w), mode="bicubic",
+                                antialias=True, align_corners=False)[0]
+        if draw is None:
+            return resized
+        planes = resized.numpy()
+        jittered = jitter_planes(planes, draw)  # PIL's jitter of exactly these pixels, no PIL image
+        return resized if jittered is planes else torch.from_numpy(jittered)
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         """The whole-image view (a plain transform's signature)."""
