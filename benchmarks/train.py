@@ -64,7 +64,7 @@ from farslip.models.text import encode_text
 from farslip.train.args import parse_args
 from farslip.train.main import Trainer, to_device
 from farslip.train.step import encode_views, make_plan
-from farslip.train.syncs import HostReads
+from farslip.train.syncs import HostReads, step_host_reads
 from farslip.train.teacher import Teacher
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout: benchmarks/ is not installed
@@ -172,24 +172,7 @@ class _Phase:
         self.timer.seconds[self.name] += self.timer.clock() - self.start
 
 
-def host_reads(trainer: Trainer, batch: dict) -> HostReads:
-    """Value reads inside one step (the optimiser's host-side step counter excluded).
-
-    AdamW keeps its step counters on the host (not capturable / fused), on CUDA too, so its
-    ``.item()`` of them is no device sync. GradScaler's read of ``found_inf`` is one (amp).
-    """
-    step = trainer.optimizer.step
-    with HostReads() as reads:
-        def paused_step(*a, **k):
-            with reads.paused():
-                return step(*a, **k)
-
-        trainer.optimizer.step = paused_step
-        try:
-            trainer.train_step(batch)
-        finally:
-            del trainer.optimizer.step
-    return reads
+host_reads = step_host_reads  # the name the GPU check and older notes use
 
 
 def _bench_trainer(model_name: str, flags: list[str], args: argparse.Namespace,

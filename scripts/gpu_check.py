@@ -262,12 +262,11 @@ def step_worker(path: str, dry: bool) -> int:
     device (same weights, same batch), and what one later step reads on the host: the
     :class:`~farslip.train.syncs.HostReads` count on every device, and on CUDA the syncs that
     ``torch.cuda.set_sync_debug_mode`` reports."""
-    import warnings
-
     import torch
 
     from farslip.train.args import parse_args as train_args
-    from benchmarks.train import full_batch, host_reads
+    from benchmarks.train import full_batch
+    from farslip.train.syncs import step_cuda_syncs, step_host_reads as host_reads
     from farslip.train.main import Trainer, to_device
 
     device = torch.device("cpu" if dry else "cuda")
@@ -297,16 +296,7 @@ def step_worker(path: str, dry: bool) -> int:
             reads = host_reads(trainer, to_device(trainer.prepare(cpu_batch), dev))
             syncs = None
             if dev.type == "cuda":
-                batch = to_device(trainer.prepare(cpu_batch), dev)
-                torch.cuda.synchronize()
-                torch.cuda.set_sync_debug_mode("warn")
-                try:
-                    with warnings.catch_warnings(record=True) as caught:
-                        warnings.simplefilter("always")
-                        trainer.train_step(batch)
-                finally:
-                    torch.cuda.set_sync_debug_mode(0)
-                syncs = [str(w.message).splitlines()[0] for w in caught if "synchroniz" in str(w.message)]
+                syncs = step_cuda_syncs(trainer, to_device(trainer.prepare(cpu_batch), dev))
             ref = first.get(f"fp32@{device.type}", first["fp32@cpu"])
             rows.append({"method": method, "model": model, "batch_size": batch_size, "precision": precision,
                          "device": dev.type, "losses": first[key],

@@ -10,7 +10,6 @@ itself is exercised where no GPU is lent.
 from __future__ import annotations
 
 import os
-import warnings
 
 import pytest
 import torch
@@ -19,7 +18,7 @@ import farslip
 from farslip import losses
 from farslip.data.transforms import normalize_uint8
 from farslip.train.main import Trainer, to_device
-from farslip.train.syncs import HostReads
+from farslip.train.syncs import step_cuda_syncs, step_host_reads
 
 from ._train_utils import make_args, make_batch, tiny_model
 
@@ -141,22 +140,8 @@ def test_a_prepared_step_never_waits_for_the_device(tmp_path, device, name):
     tr.train_step(to_device(tr.prepare(cpu), device))  # warm-up: constants reach the device once
     batch = to_device(tr.prepare(cpu), device)
     if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.set_sync_debug_mode("warn")
-        try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                tr.train_step(batch)
-        finally:
-            torch.cuda.set_sync_debug_mode(0)
-        syncs = [str(w.message).splitlines()[0] for w in caught if "synchroniz" in str(w.message)]
+        syncs = step_cuda_syncs(tr, batch)
         assert not syncs, syncs
     else:
-        step = tr.optimizer.step
-        with HostReads() as reads:
-            def paused(*a, **k):
-                with reads.paused():
-                    return step(*a, **k)
-            tr.optimizer.step = paused
-            tr.train_step(batch)
+        reads = step_host_reads(tr, batch)
         assert reads.total == 0, dict(reads.counts)

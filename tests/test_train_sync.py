@@ -10,7 +10,7 @@ import torch
 import farslip
 from farslip.train.main import Trainer
 from farslip.train.step import StudentFeatures, compute_losses, make_plan, prepare_batch
-from farslip.train.syncs import HostReads
+from farslip.train.syncs import HostReads, step_host_reads
 from farslip.train.teacher import Teacher
 
 from ._step_ref import old_features, old_losses
@@ -81,20 +81,7 @@ def _trainer(tmp_path, flags, data):
     return Trainer(args, tmp_path)
 
 
-def _counted_step(trainer, batch) -> HostReads:
-    with HostReads() as reads:
-        step = trainer.optimizer.step
-
-        def optimizer_step(*a, **k):  # AdamW's step counter lives on the host by design
-            with reads.paused():
-                return step(*a, **k)
-
-        trainer.optimizer.step = optimizer_step
-        try:
-            trainer.train_step(batch)
-        finally:
-            del trainer.optimizer.step
-    return reads
+_counted_step = step_host_reads
 
 
 @pytest.mark.parametrize("flags,data", CASES, ids=[" ".join(f) for f, _ in CASES])

@@ -68,3 +68,37 @@ class HostReads(TorchDispatchMode):
             elif func is aten.repeat_interleave.Tensor and kwargs.get("output_size") is None:
                 self.counts["repeat_interleave"] += 1
         return func(*args, **kwargs)
+
+
+def step_host_reads(trainer, batch: dict) -> HostReads:
+    """:class:`HostReads` of one ``trainer.train_step(batch)``, the optimizer step left out:
+    AdamW keeps its step counters on the host (not capturable / fused), on CUDA too, so its
+    ``.item()`` of them is no device sync. GradScaler's read of ``found_inf`` is one (amp)."""
+    step = trainer.optimizer.step
+    with HostReads() as reads:
+        def paused_step(*a, **k):
+            with reads.paused():
+                return step(*a, **k)
+
+        trainer.optimizer.step = paused_step
+        try:
+            trainer.train_step(batch)
+        finally:
+            del trainer.optimizer.step
+    return reads
+
+
+def step_cuda_syncs(trainer, batch: dict) -> list[str]:
+    """The synchronisations CUDA itself reports (``torch.cuda.set_sync_debug_mode``) during one
+    ``trainer.train_step(batch)`` on a CUDA batch: the first line of each warning."""
+    import warnings
+
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer.train_step(batch)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    return [str(w.message).splitlines()[0] for w in caught if "synchroniz" in str(w.message)]
